@@ -1,0 +1,306 @@
+"""E5: deterministic autoencoders without extra regularization (Daly et al. 2022, Tables 2-3;
+EXPERIMENTS.md E5, THEORY.md section 4).
+
+Plain autoencoders (DAE: reconstruction loss only, BCE) with the conv family of
+``balance.models.conv`` over a grid of base filters x depth multiplier x latent size, plus the
+variants of one baseline DAE: batch / layer / spectral normalisation of the latent layer,
+Gaussian noise (std 0.1, 0.5, 1) at the decoder input, and a latent layer frozen at its
+initialisation; and a VAE (BCE + beta KL) with the baseline architecture. Every model is sampled
+three ways, by decoding draws from an ex-post density fitted on its training codes
+(``balance.density_estimation``): N(0, I), a full-covariance Gaussian (MVG) and a 10-component
+GMM.
+
+Claims (EXPERIMENTS.md E5): DAEs match or beat the VAE once sampled from an MVG or a GMM; latent
+batch normalisation fixes N(0, I) sampling; freezing the latent layer barely matters.
+
+Metrics per sampler: FID where the Inception weights exist (else "n/a (no Inception weights)"),
+NDB/K and the pixel-space MMD^2 to test images (lower is better for both); per model the test
+reconstruction error (squared error per image) and MMD^2(q(z), N(0, I)).
+
+The VAE's KL weight: Daly et al. write "BCE + 0.01 KL" without the BCE's reduction; with a
+per-pixel mean it is beta = 0.01 D on our per-image sum (7.84 for MNIST, 30.7 for CIFAR-10), with a
+per-image sum beta = 0.01. Both presets use the standard ELBO, beta = 1 (``--vae-beta`` changes it).
+
+Usage::
+
+    python experiments/dae_sweep.py --preset quick     # MNIST subset, CPU, ~10 min
+    python experiments/dae_sweep.py --preset paper     # CIFAR-10, the paper's set-up (GPU)
+    python -m paper_figures.rae_table runs/dae_sweep/quick out/
+
+Run folder (default ``runs/dae_sweep/<preset>``): one sub-folder per model (training run,
+results.json, samples.npz), and results.json, table.md, table.csv, samples.npz for the sweep.
+Re-running the same command resumes.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+try:  # imported as part of the repository (tests, python -m)
+    from experiments import rae_table as rt
+except ImportError:  # run as a script: experiments/ is on sys.path
+    import rae_table as rt
+
+from balance.train import TrainConfig
+
+NAME = "dae_sweep"
+DEFAULT_RUN_ROOT = Path("runs") / NAME
+SAMPLERS = ("normal", "mvg", "gmm")
+
+#: Daly et al. (2022), CIFAR-10 FIDs quoted in EXPERIMENTS.md E5 (128 latents, 128 filters; best
+#: DAE: 96 latents, depths [3, 3, 2, 1]). Only these numbers are recorded.
+PAPER = {
+    "dataset": "cifar10",
+    "dae": {"mvg": 82.49, "gmm": 73.78},
+    "vae": {"mvg": 101.9, "gmm": 94.21},
+    "best_dae": {"mvg": 77.10, "gmm": 67.32},
+}
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """The grid (filters x depths x latents, all combinations) and the baseline whose variants
+    (latent norm, decoder noise, frozen latent) and VAE twin are trained."""
+
+    filters: tuple[int, ...] = (8, 16)
+    depths: tuple[Any, ...] = (1, 2)
+    latents: tuple[int, ...] = (16,)
+    extra: tuple[tuple[int, Any, int], ...] = ()
+    baseline: tuple[int, Any, int] = (16, 1, 16)
+    latent_norms: tuple[str, ...] = ("bn", "ln", "sn")
+    decoder_noise: tuple[float, ...] = (0.1, 0.5, 1.0)
+    frozen: bool = True
+    vae_beta: float = 1.0
+
+
+def _depth_tag(depth) -> str:
+    return str(depth) if isinstance(depth, int) else "-".join(str(d) for d in depth)
+
+
+def sweep_models(s: SweepConfig) -> tuple[rt.ModelSpec, ...]:
+    """ModelSpecs of the grid, the baseline's variants and the VAE (BCE reconstruction)."""
+    def dae(f, d, k, **kw) -> rt.ModelSpec:
+        tag = kw.pop("tag", "")
+        name = f"dae_f{f}_d{_depth_tag(d)}_k{k}{tag}"
+        return rt.ModelSpec(name=name, kind=kw.pop("kind", "ae"), reconstruction="bce",
+                            base_filters=f, depth=d, latent_dim=k, **kw)
+
+    grid = [(f, d, k) for f in s.filters for d in s.depths for k in s.latents]
+    grid += [g for g in s.extra if g not in grid]
+    models = [dae(*g, label=f"DAE f{g[0]} d{_depth_tag(g[1])} k{g[2]}") for g in grid]
+    f, d, k = s.baseline
+    if s.baseline not in grid:
+        models.insert(0, dae(f, d, k, label=f"DAE f{f} d{_depth_tag(d)} k{k}"))
+    for norm in s.latent_norms:
+        models.append(dae(f, d, k, tag=f"_{norm}", latent_norm=norm,
+                          label=f"DAE + latent {norm.upper()}"))
+    for std in s.decoder_noise:
+        models.append(dae(f, d, k, tag=f"_noise{std:g}", decoder_noise_std=std,
+                          label=f"DAE + decoder noise {std:g}"))
+    if s.frozen:
+        models.append(dae(f, d, k, tag="_frozen", freeze_latent=True,
+                          label="DAE, frozen latent layer"))
+    models.append(rt.ModelSpec(name="vae", kind="vae", head="gaussian", reconstruction="bce",
+                               beta=s.vae_beta, base_filters=f, depth=d, latent_dim=k,
+                               label=f"VAE (beta {s.vae_beta:g})"))
+    return tuple(models)
+
+
+@dataclass(frozen=True)
+class Config(rt.Config):
+    sweep: SweepConfig = SweepConfig()
+
+
+def preset(name: str) -> Config:
+    """``quick`` (MNIST subset, CPU), ``paper`` (CIFAR-10, Daly et al.'s set-up, GPU) or
+    ``smoke`` (seconds; the tests)."""
+    samplers_eval = dict(samplers=SAMPLERS)
+    if name == "quick":
+        # ~10 minutes on 2 shared CPU cores: 5,000 MNIST images, 3 epochs, small widths.
+        sweep = SweepConfig(filters=(8, 16), depths=(1, 2), latents=(16,),
+                            extra=((16, 1, 8), (16, 1, 32)), baseline=(16, 1, 16))
+        return Config(
+            preset=name, train_limit=5_000, test_limit=2_000,
+            net=rt.NetConfig(latent_dim=16, base_filters=16),
+            train=TrainConfig(epochs=3, batch_size=100, lr=1e-3, lr_milestones=(2,),
+                              lr_decay=0.1, progress=False),
+            models=sweep_models(sweep), sweep=sweep,
+            eval=rt.EvalConfig(n_samples=1000, ndb_bins=20, **samplers_eval),
+            device="cpu", threads=1,
+        )
+    if name == "paper":
+        # CIFAR-10, Adam, 100 epochs, batch 128, lr 1e-3/1e-4/1e-5 at epochs 33/66, BCE.
+        sweep = SweepConfig(filters=(32, 64, 128), depths=(1, 2, 3), latents=(32, 64, 128),
+                            extra=((128, (3, 3, 2, 1), 96),), baseline=(128, 1, 128))
+        return Config(
+            preset=name, dataset="cifar10",
+            net=rt.NetConfig(latent_dim=128, base_filters=128),
+            train=TrainConfig(epochs=100, batch_size=128, lr=1e-3, lr_milestones=(33, 66),
+                              lr_decay=0.1),
+            models=sweep_models(sweep), sweep=sweep,
+            eval=rt.EvalConfig(n_samples=10_000, ndb_bins=100, **samplers_eval),
+            device="auto",
+        )
+    if name == "smoke":
+        sweep = SweepConfig(filters=(2,), depths=(1,), latents=(4,), baseline=(2, 1, 4),
+                            latent_norms=("bn",), decoder_noise=(0.5,))
+        return Config(
+            preset=name, train_limit=64, test_limit=64,
+            net=rt.NetConfig(latent_dim=4, base_filters=2),
+            train=TrainConfig(epochs=1, batch_size=32, lr=1e-3, progress=False),
+            models=sweep_models(sweep), sweep=sweep,
+            eval=rt.EvalConfig(n_samples=32, ndb_bins=4, gmm_components=2,
+                               samplers=SAMPLERS),
+            device="cpu", threads=1,
+        )
+    raise ValueError(f"unknown preset {name!r}; choose quick, paper or smoke")
+
+
+# --------------------------------------------------------------------------------- the table
+
+
+def directions(models: dict[str, dict], baseline: str) -> dict[str, Any]:
+    """Daly et al.'s claims on the FID-free metrics (lower is better):
+
+    - ``dae_le_vae[mvg|gmm]``: the baseline DAE (same architecture as the VAE) matches or beats
+      the VAE under MVG / GMM sampling; ``best_dae_le_vae``: the best DAE of the sweep does;
+    - ``bn_rescues_normal``: latent BN brings the DAE's N(0, I) score to within 25% of its MVG
+      score, while the baseline DAE's N(0, I) score is worse than that;
+    - ``frozen_close``: the frozen-latent DAE's GMM score is within 25% of the baseline's.
+    """
+    out: dict[str, Any] = {}
+    base = models.get(baseline)
+    vae = models.get("vae")
+    daes = {n: m for n, m in models.items() if n.startswith("dae_")}
+    for metric in ("mmd_x", "ndb_over_k"):
+        def score(m, sampler, metric=metric):
+            return m["columns"][sampler][metric]
+
+        if base and vae:
+            for s in ("mvg", "gmm"):
+                out[f"dae_le_vae[{s},{metric}]"] = bool(score(base, s) <= score(vae, s))
+                best = min(daes, key=lambda n, s=s: score(daes[n], s))
+                out[f"best_dae_le_vae[{s},{metric}]"] = bool(
+                    score(daes[best], s) <= score(vae, s))
+                out[f"best_dae[{s},{metric}]"] = best
+        bn = models.get(f"{baseline}_bn")
+        if base and bn:
+            def near(m):
+                return score(m, "normal") <= 1.25 * score(m, "mvg") + 1e-12
+
+            out[f"bn_rescues_normal[{metric}]"] = bool(near(bn) and not near(base))
+            out[f"normal_bn_over_baseline[{metric}]"] = (
+                score(bn, "normal") / max(score(base, "normal"), 1e-12))
+        frozen = models.get(f"{baseline}_frozen")
+        if base and frozen:
+            ref = max(abs(score(base, "gmm")), 1e-12)
+            out[f"frozen_close[{metric}]"] = bool(
+                abs(score(frozen, "gmm") - score(base, "gmm")) <= 0.25 * ref)
+    return out
+
+
+def table_headers() -> tuple[str, ...]:
+    cols = []
+    for metric in ("FID", "NDB/K", "MMD_x"):
+        cols += [f"{metric} {rt.COLUMN_LABELS[s]}" for s in SAMPLERS]
+    return ("model", "params", "rec. err.", "MMD(q,N)", *cols)
+
+
+def table_rows(results: dict) -> list[list]:
+    rows = []
+    ref = results.get("reference")
+    if ref:
+        rows.append(["held-out test images", None, None, None, ref["fid"], None, None,
+                     ref["ndb_over_k"], None, None, ref["mmd_x"], None, None])
+    for r in results["models"].values():
+        c = r["columns"]
+        rows.append([
+            r["label"], r["n_params"], r["rec_error"], r["mmd_q_prior"],
+            *[c[s]["fid"] for s in SAMPLERS],
+            *[c[s]["ndb_over_k"] for s in SAMPLERS],
+            *[c[s]["mmd_x"] for s in SAMPLERS],
+        ])
+    return rows
+
+
+PAPER_HEADERS = ("paper (CIFAR-10 FID)", "MVG", "GMM")
+
+
+def paper_rows() -> list[list]:
+    return [["DAE (128 latents, 128 filters)", PAPER["dae"]["mvg"], PAPER["dae"]["gmm"]],
+            ["VAE", PAPER["vae"]["mvg"], PAPER["vae"]["gmm"]],
+            ["best DAE (96 latents, depths 3-3-2-1)", PAPER["best_dae"]["mvg"],
+             PAPER["best_dae"]["gmm"]]]
+
+
+def baseline_name(config: Config) -> str:
+    f, d, k = config.sweep.baseline
+    return f"dae_f{f}_d{_depth_tag(d)}_k{k}"
+
+
+def main(config: Config, run_dir: Path | None = None, *, progress: bool = True) -> dict:
+    from balance.runs import device_name, pick_device, prepare_run, write_json, write_text
+
+    start = time.perf_counter()
+    run_dir = Path(run_dir) if run_dir is not None else DEFAULT_RUN_ROOT / config.preset
+    prepare_run(run_dir, rt._strip_runtime(config), device=config.device)
+    models = rt.run_all(config, run_dir, progress)
+    rt.combine_samples(run_dir, list(models))
+    device = pick_device(config.device)
+    results = {
+        "experiment": NAME,
+        "reference": rt.reference_scores(config, run_dir),
+        "preset": config.preset,
+        "dataset": config.dataset,
+        "device": str(device),
+        "device_name": device_name(device),
+        "torch_threads": torch.get_num_threads(),
+        "baseline": baseline_name(config),
+        "samplers": list(SAMPLERS),
+        "fid": "computed" if models and rt.fid_done(models) else rt.NA_FID,
+        "models": models,
+        "paper": PAPER,
+        "paper_source": "Daly et al. (2022), Tables 2-3 (CIFAR-10 FID), as quoted in "
+                        "EXPERIMENTS.md E5",
+        "directions": directions(models, baseline_name(config)),
+        "wall_time_s": float(sum(m["wall_time_s"] for m in models.values())),
+        "this_invocation_s": time.perf_counter() - start,
+    }
+    write_json(run_dir / rt.RESULTS_FILE, results)
+    text = (rt.fid_note(results) + rt.markdown_table(table_headers(), table_rows(results)) + "\n"
+            + rt.markdown_table(PAPER_HEADERS, paper_rows()))
+    write_text(run_dir / "table.md", text)
+    write_text(run_dir / "table.csv", rt.csv_table(table_headers(), table_rows(results)))
+    return results
+
+
+def report(results: dict) -> str:
+    lines = [rt.fid_note(results) + rt.markdown_table(table_headers(), table_rows(results)),
+             rt.markdown_table(PAPER_HEADERS, paper_rows())]
+    lines += [f"{k}: {rt.fmt(v)}" for k, v in results["directions"].items()]
+    lines.append(f"device: {results['device_name']}; wall time {results['wall_time_s']:.0f} s")
+    return "\n".join(lines)
+
+
+def cli(argv: list[str] | None = None) -> dict:
+    p = rt.parser(__doc__, ("quick", "paper", "smoke"), DEFAULT_RUN_ROOT)
+    p.add_argument("--vae-beta", type=float, default=None, help="KL weight of the VAE")
+    args = p.parse_args(argv)
+    config = preset(args.preset)
+    if args.vae_beta is not None:
+        sweep = replace(config.sweep, vae_beta=args.vae_beta)
+        config = replace(config, sweep=sweep, models=sweep_models(sweep))
+    config = rt.apply_overrides(config, args)
+    results = main(config, args.run_dir, progress=args.progress)
+    print(report(results))
+    return results
+
+
+if __name__ == "__main__":
+    cli(sys.argv[1:])

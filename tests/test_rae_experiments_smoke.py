@@ -1,0 +1,100 @@
+"""Smoke runs of experiments/rae_table.py and experiments/dae_sweep.py (tiny settings on real
+MNIST), their resumption, and the tables and grids paper_figures draws from their results."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+
+from balance.models.autoencoder import has_spectral_norm
+from experiments import dae_sweep as ds
+from experiments import rae_table as rt
+from paper_figures import rae_table as fig_table
+from paper_figures import sample_grids
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    """The experiments set torch's thread count (one per process on the shared machine)."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def check_columns(model: dict, columns) -> None:
+    assert math.isfinite(model["rec_error"]) and model["rec_error"] > 0
+    assert math.isfinite(model["mmd_q_prior"])
+    for c in columns:
+        col = model["columns"][c]
+        assert col["fid"] == rt.NA_FID or math.isfinite(col["fid"])
+        assert 0.0 <= col["ndb_over_k"] <= 1.0
+        assert math.isfinite(col["mmd_x"])
+
+
+def test_rae_table_smoke_resume_and_figures(shared_data_root, tmp_path):
+    config = replace(rt.preset("smoke"), data_root=str(shared_data_root))
+    run_dir = tmp_path / "rae"
+    results = rt.main(config, run_dir, progress=False)
+    assert list(results["models"]) == list(rt.MODEL_ORDER)
+    for model in results["models"].values():
+        check_columns(model, rt.COLUMNS)
+        assert (run_dir / model["model"] / "checkpoint.pt").is_file()
+    two_stage = results["models"]["2svae"]
+    assert two_stage["gamma"] > 0 and two_stage["stage2_gamma"] > 0
+    assert (run_dir / "2svae" / "vae2" / "metrics.jsonl").is_file()
+    assert results["paper"]["rae_l2"]["gmm"] == 8.69
+    assert 0.0 <= results["reference"]["ndb_over_k"] <= 1.0  # held-out real images
+    table = (run_dir / "table.md").read_text()
+    assert "RAE-SN" in table and "8.69" in table
+    # Resuming re-reads every finished model instead of training it again.
+    again = rt.main(config, run_dir, progress=False)
+    assert again["models"] == results["models"]
+    assert again["this_invocation_s"] < results["this_invocation_s"]
+
+    out = tmp_path / "figures"
+    paths = fig_table.make(run_dir, out) + sample_grids.make(run_dir, out)
+    names = {p.name for p in paths}
+    assert {"rae_table_fid.md", "rae_table_metrics.csv", "rae_table.png",
+            "rae_table_gmm.png", "rae_table_interp_path.png"} <= names
+    assert all(p.stat().st_size > 0 for p in paths)
+    assert "17.66" in (out / "rae_table_fid.md").read_text()
+
+
+def test_dae_sweep_smoke(shared_data_root, tmp_path):
+    config = replace(ds.preset("smoke"), data_root=str(shared_data_root))
+    results = ds.main(config, tmp_path / "dae", progress=False)
+    base = results["baseline"]
+    assert {base, f"{base}_bn", f"{base}_noise0.5", f"{base}_frozen", "vae"} <= set(
+        results["models"])
+    for model in results["models"].values():
+        check_columns(model, ds.SAMPLERS)
+    assert any(k.startswith("bn_rescues_normal") for k in results["directions"])
+    paths = fig_table.make(tmp_path / "dae", tmp_path / "fig") + sample_grids.make(
+        tmp_path / "dae", tmp_path / "fig")
+    assert {"dae_sweep.md", "dae_sweep.png", "dae_sweep_mvg.png"} <= {p.name for p in paths}
+
+
+def test_presets_and_models():
+    quick = rt.preset("quick")
+    assert [m.name for m in quick.models] == list(rt.MODEL_ORDER)
+    specs = {m.name: m for m in quick.models}
+    # The reference's embedding weight 5e-4 (mean over 16 latents, per-pixel error on [-1, 1]
+    # pixels) is beta = w D / (2 k) on the per-image squared error of 784 pixels.
+    assert specs["rae"].beta == pytest.approx(5e-4 * 784 / 32)
+    assert specs["rae_sn"].spectral_norm == "decoder"
+    model = rt.build_model(specs["rae_sn"], quick.net, 1, 28)
+    assert has_spectral_norm(model.decoder) and not has_spectral_norm(model.encoder)
+    for name in ("paper", "paper_cifar10", "paper_celeba"):
+        cfg = rt.preset(name)
+        assert cfg.net.latent_dim == rt.DATASETS[cfg.dataset][2]
+        assert cfg.eval.gmm_components == 10 and cfg.eval.gmm_max_iter == 2000
+    sweep = ds.preset("quick")
+    names = {m.name for m in sweep.models}
+    assert {"dae_f16_d1_k16_bn", "dae_f16_d1_k16_frozen", "dae_f16_d1_k16_noise1", "vae"} <= names
+    paper = ds.preset("paper")
+    assert any(m.depth == (3, 3, 2, 1) and m.latent_dim == 96 for m in paper.models)
+    with pytest.raises(ValueError):
+        rt.preset("nope")
