@@ -1,11 +1,12 @@
-"""Frechet distance: closed forms, pytorch-fid agreement, rank-deficient covariances, speed."""
+"""Frechet distance: closed forms, pytorch-fid agreement, rank-deficient covariances.
+
+Speed (<= 3 s at d = 2048) is measured by benchmarks/bench_frechet.py, not here."""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import math
-import time
 import warnings
 
 import numpy as np
@@ -168,23 +169,3 @@ def test_clear_errors():
         frechet_distance(np.zeros(3), -np.eye(3), np.zeros(3), s)
     with pytest.raises(ValueError, match="1-d"):
         frechet_distance(np.zeros((3, 1)), s, np.zeros(3), s)
-
-
-def test_fid_size_takes_at_most_three_seconds():
-    """Issue 4: <= 3 s at d = 2048. Measured as single-thread CPU time (the best of two runs), an
-    upper bound on the 2-core wall time that does not depend on what else the machine runs."""
-    rng = np.random.default_rng(4)
-    d = 2048
-    a = rng.standard_normal((d, d)) / math.sqrt(d)
-    s1 = a @ a.T + 0.01 * np.eye(d)
-    s2 = random_spd(rng, d)
-    mu = np.zeros(d)
-    assert torch.get_num_threads() == 1  # the autouse fixture
-    times = []
-    for _ in range(2):
-        start = time.process_time()
-        frechet_distance(mu, s1, mu, s2)
-        times.append(time.process_time() - start)
-        if times[-1] <= 3.0:
-            break
-    assert min(times) <= 3.0, times

@@ -82,6 +82,18 @@ def test_a_missing_digit_gives_many_different_bins(mnist, mnist_bins, digit):
     assert result.js > 3 * null.js
 
 
+def test_an_over_represented_digit_is_flagged_too(mnist, mnist_bins):
+    """Two-tailed: surpluses count as well as deficits (a one-tailed port would miss these)."""
+    x, y = mnist
+    (xq, _), (x_extra, y_extra) = held_out_chunks(x, y)[:2]
+    query = np.concatenate([xq, x_extra[y_extra == 0]])  # digit 0 at about twice its share
+    result = mnist_bins.evaluate(query)
+    train_labels = mnist_bins.assign(x[:N_FIT])
+    pure = [j for j in range(100) if (train_labels == j).any()
+            and (y[:N_FIT][train_labels == j] == 0).mean() >= 0.9]
+    assert result.different[pure].all() and (result.z[pure] < 0).all()
+
+
 def test_z_test_matches_the_chi_square_test_of_the_2x2_table():
     """The pooled two-proportion z-test is the 2x2 chi-square test without continuity
     correction (z^2 = chi^2, same two-tailed p-value): an independent formula."""
