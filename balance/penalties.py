@@ -29,7 +29,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.optimize import brentq
 from torch import Tensor
 
 __all__ = [
@@ -170,6 +169,8 @@ def largest_improving_fraction(
     if not rest.any():
         return 0.5
     stop = first_neg + int(np.argmax(rest))
+
+    from scipy.optimize import brentq  # lazy: keeps importing this module cheap
 
     def f(delta: float) -> float:
         return float(penalty_change(h, u, delta))

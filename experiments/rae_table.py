@@ -190,6 +190,7 @@ class Config:
     data_root: str | None = None
     train_limit: int | None = None
     test_limit: int | None = None
+    subset_seed: int = 0
     net: NetConfig = NetConfig()
     train: TrainConfig = TrainConfig()
     gamma_lr: float | None = None
@@ -288,8 +289,16 @@ def preset(name: str) -> Config:
 
 
 def load_data(dataset: str, root: str | None, train_limit: int | None,
-              test_limit: int | None) -> tuple[Tensor, Tensor]:
-    """``(train, test)`` images in [0, 1]: the first ``*_limit`` of each official split."""
+              test_limit: int | None, subset_seed: int = 0) -> tuple[Tensor, Tensor]:
+    """``(train, test)`` images in [0, 1]: ``*_limit`` images of each official split, a seeded
+    random subset (MNIST and CIFAR-10 are not ordered at random: the first MNIST test images come
+    from other writers than the rest, so a prefix is a biased sample). CelebA: the first ids."""
+    if dataset == "celeba":
+        from balance.data.celeba import load_celeba
+
+        train = load_celeba("train", 64, root=root, limit=train_limit, progress=False)
+        test = load_celeba("test", 64, root=root, limit=test_limit, progress=False)
+        return train, test
     if dataset == "mnist":
         from balance.data.mnist import load_mnist
 
@@ -298,14 +307,16 @@ def load_data(dataset: str, root: str | None, train_limit: int | None,
         from balance.data.cifar import load_cifar10
 
         train, test = load_cifar10("train", root)[0], load_cifar10("test", root)[0]
-    elif dataset == "celeba":
-        from balance.data.celeba import load_celeba
-
-        train = load_celeba("train", 64, root=root, limit=train_limit, progress=False)
-        test = load_celeba("test", 64, root=root, limit=test_limit, progress=False)
     else:
         raise ValueError(f"unknown dataset {dataset!r}; choose {sorted(DATASETS)}")
-    return train[:train_limit], test[:test_limit]
+    gen = torch.Generator().manual_seed(subset_seed)
+
+    def subset(x: Tensor, limit: int | None) -> Tensor:
+        if limit is None or limit >= x.shape[0]:
+            return x
+        return x[torch.randperm(x.shape[0], generator=gen)[:limit]]
+
+    return subset(train, train_limit), subset(test, test_limit)
 
 
 # ------------------------------------------------------------------------------------ models
@@ -567,7 +578,8 @@ def run_model(spec: ModelSpec, config: Config, data: Callable[[], tuple[Tensor, 
     train_x, test_x = data()
     channels, side = train_x.shape[1], train_x.shape[-1]
     identity = {"spec": spec, "net": net_for(spec, config.net), "train": config.train,
-                "dataset": config.dataset, "train_limit": config.train_limit}
+                "dataset": config.dataset, "train_limit": config.train_limit,
+                "subset_seed": config.subset_seed}
     prepare_run(stage_dir, _strip_runtime(identity), device=config.device)
     torch.manual_seed(config.train.seed)
     model = build_model(spec, config.net, channels, side)
@@ -644,7 +656,7 @@ def reference_scores(config: Config, run_dir: Path) -> dict[str, Any] | None:
     if path.is_file():
         return _read_json(path)
     train_x, test_x = load_data(config.dataset, config.data_root, config.train_limit,
-                                config.test_limit)
+                                config.test_limit, config.subset_seed)
     scores = ImageScorer(train_x, test_x, config.eval, config.threads).reference(test_x)
     write_json(path, scores)
     return scores
@@ -655,7 +667,7 @@ def run_all(config: Config, run_dir: Path, progress: bool) -> dict[str, dict]:
     if config.threads is not None:
         torch.set_num_threads(int(config.threads))
     data = lazy(lambda: load_data(config.dataset, config.data_root, config.train_limit,
-                                  config.test_limit))
+                                  config.test_limit, config.subset_seed))
     scorer = lazy(lambda: ImageScorer(*data(), config.eval, config.threads))
     return {spec.name: run_model(spec, config, data, scorer, run_dir, progress)
             for spec in config.models}
