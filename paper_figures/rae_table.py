@@ -136,7 +136,7 @@ def _bar_chart(path: Path, labels: list[str], groups: dict[str, list[float]], yl
                title: str) -> Path:
     from matplotlib.figure import Figure  # lazy; no GUI backend needed
 
-    fig = Figure(figsize=(max(6.0, 0.75 * len(labels) + 2), 3.4), layout="constrained")
+    fig = Figure(figsize=(max(6.0, 0.75 * len(labels) + 2), 3.8), layout="constrained")
     ax = fig.subplots()
     width = 0.8 / max(len(groups), 1)
     for i, (name, values) in enumerate(groups.items()):
@@ -164,7 +164,7 @@ def make_rae(results: dict, out_dir: Path) -> list[Path]:
     groups = {COLUMN_LABELS[c]: [m["columns"].get(c, {}).get("mmd_x")
                                  for m in results["models"].values()] for c in RAE_COLUMNS}
     paths.append(_bar_chart(out_dir / "rae_table.png", labels, groups,
-                            "pixel MMD$^2$ to test images (lower is better)",
+                            "pixel MMD$^2$ (lower is better)",
                             f"RAE table, {results.get('dataset')} "
                             f"({results.get('preset')} preset)"))
     return paths
@@ -209,7 +209,7 @@ def make_dae(results: dict, out_dir: Path) -> list[Path]:
     groups = {COLUMN_LABELS[s]: [m["columns"][s]["mmd_x"] for m in results["models"].values()]
               for s in DAE_SAMPLERS}
     paths.append(_bar_chart(out_dir / "dae_sweep.png", labels, groups,
-                            "pixel MMD$^2$ to test images (lower is better)",
+                            "pixel MMD$^2$ (lower is better)",
                             f"DAE sweep, {results.get('dataset')} "
                             f"({results.get('preset')} preset)"))
     return paths
