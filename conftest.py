@@ -1,4 +1,4 @@
-"""Test-wide set-up: every test starts from the same seeds; real data comes from BALANCE_DATA.
+"""Test-wide set-up: one thread, the same seeds for every test, real data from BALANCE_DATA.
 
 In CI (BALANCE_REQUIRE_DATA=1) a missing data folder fails the tests that need it; elsewhere
 those tests are skipped with a message saying how to point them at the data.
@@ -15,11 +15,22 @@ import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
+from balance.threads import limit_threads
+
 # Theorem checks optimise inside each example: wall-clock deadlines would only add flakiness.
 settings.register_profile(
     "balance", deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
 )
 settings.load_profile("balance")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread():
+    """Every test runs with one torch thread and one BLAS/OpenMP thread (``BALANCE_TEST_THREADS``
+    to change it): the tensors in tests are small, and thread pools that spin-wait for each
+    other make them several times slower on a small or shared machine."""
+    with limit_threads(int(os.environ.get("BALANCE_TEST_THREADS", "1"))):
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -41,7 +41,6 @@ in nats per sample.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
 from collections.abc import Sequence
@@ -50,6 +49,8 @@ from typing import Literal
 
 import torch
 from torch import Tensor
+
+from balance.threads import limit_threads
 
 __all__ = [
     "AffineParams",
@@ -614,25 +615,6 @@ def match_minimum(
 # Gradient training of the full energy (1) from random initialisations.
 
 
-@contextlib.contextmanager
-def _single_thread():
-    """Run BLAS/OpenMP (numpy, scipy, torch) on one thread, restoring the settings afterwards.
-
-    These problems are tiny (matrices of a few rows): thread pools only add synchronisation,
-    and their spin-waiting makes an optimiser 10-100x slower on a loaded machine.
-    threadpoolctl comes with scikit-learn.
-    """
-    from threadpoolctl import threadpool_limits
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with threadpool_limits(limits=1):
-            yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 @dataclass(frozen=True)
 class TrainResult:
     """Outcome of one training run: final params, energy (1), Euclidean norm of the gradient of
@@ -755,7 +737,7 @@ def train(
     def fun(theta_np):
         return _energy_and_grad_np(theta_np, X_np, g, d, kappa)
 
-    with _single_thread():
+    with limit_threads(1):  # tiny matrices: thread pools only add synchronisation
         res = minimize(
             fun,
             theta0.cpu().numpy(),
@@ -942,7 +924,7 @@ def barrier(
     elif path in ("linear", "string"):
         W = (1 - t)[:, None, None] * WA + t[:, None, None] * WB
         if path == "string":
-            with _single_thread():
+            with limit_threads(1):  # tiny matrices: thread pools only add synchronisation
                 W, t = _string_method(W, S, g, string_iters, string_step, string_tol)
     else:
         raise ValueError(f"path must be 'rotation', 'linear' or 'string', got {path!r}")

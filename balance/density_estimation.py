@@ -33,6 +33,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from balance.threads import limit_threads
+
 
 def check_codes(codes: Tensor, *, min_count: int = 1, dim: int | None = None) -> Tensor:
     """Validate codes [N, k]: 2-D, finite, at least ``min_count`` rows, k == dim if given."""
@@ -187,7 +189,6 @@ class GaussianMixture(DensityEstimator):
 
     def fit(self, codes: Tensor) -> GaussianMixture:
         from sklearn.mixture import GaussianMixture as SkGMM
-        from threadpoolctl import threadpool_limits
 
         codes = check_codes(codes)
         if codes.shape[0] < self.n_components:
@@ -207,14 +208,15 @@ class GaussianMixture(DensityEstimator):
         )
         # EM on [N, k] codes with k of tens: BLAS threads cost more than they save (a 10x
         # slow-down measured on a busy 2-core machine); ``threads=None`` keeps the default.
-        with threadpool_limits(limits=self.threads):
+        # The k tiny Cholesky factorisations below suffer the same way, so they stay inside.
+        with limit_threads(self.threads):
             self.model = model.fit(data)
-        self.weights = torch.as_tensor(self.model.weights_, dtype=torch.float64)
-        self.means = torch.as_tensor(self.model.means_, dtype=torch.float64)
-        self.covariances = torch.as_tensor(self.model.covariances_, dtype=torch.float64)
-        self.scale_trils = torch.stack(
-            [_cholesky_with_jitter(c, 1e-12) for c in self.covariances]
-        )
+            self.weights = torch.as_tensor(self.model.weights_, dtype=torch.float64)
+            self.means = torch.as_tensor(self.model.means_, dtype=torch.float64)
+            self.covariances = torch.as_tensor(self.model.covariances_, dtype=torch.float64)
+            self.scale_trils = torch.stack(
+                [_cholesky_with_jitter(c, 1e-12) for c in self.covariances]
+            )
         return self
 
     def sample(self, n, *, generator=None, dtype=None, device=None) -> Tensor:

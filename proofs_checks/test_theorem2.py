@@ -97,16 +97,6 @@ def _grads(model, loss, j):
     }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These networks are tiny: one thread avoids the cost of splitting every small matmul
-    (and of competing for the cores with other processes)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 ARCHS = [(False, False), (True, False), (False, True), (True, True)]
 ARCH_IDS = ["plain", "plain+skip", "residual", "residual+skip"]
 

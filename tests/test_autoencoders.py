@@ -23,17 +23,6 @@ from balance.objectives.autoencoders import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tensors are tiny: with intra-op threads on the shared 2-core machine the threads'
-    synchronisation costs ~100x the arithmetic (measured 1.7 s vs 3 ms per step)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-
 def small_ae(config: AEConfig | None = None, head: str = "deterministic", latent: int = 4):
     enc, dec = conv_pair(resolution=16, base_filters=2, latent_dim=latent, head=head)
     return Autoencoder(enc, dec, config or AEConfig())

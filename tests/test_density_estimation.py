@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from threadpoolctl import threadpool_limits
 
 from balance.density_estimation import (
     ESTIMATORS,
@@ -21,16 +20,6 @@ from balance.density_estimation import (
     make_estimator,
     random_pairs,
 )
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: on the shared 2-core machine intra-op threads cost more than they save."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):
-        yield
-    torch.set_num_threads(threads)
 
 
 def correlated_codes(n: int, gen: torch.Generator) -> tuple[torch.Tensor, ...]:

@@ -17,24 +17,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from threadpoolctl import threadpool_limits
 
 from balance.metrics import fid, fid_cli
 from balance.metrics.frechet import frechet_distance
 
 N_IMAGES = 12  # per set: Inception at 299 x 299 costs ~0.15 s of CPU per image
 BATCH = 5  # not a divisor of 12: the last batch is partial, as in pytorch-fid (drop_last=False)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One torch and one BLAS thread: on a 2-core machine shared with other jobs, threads that
-    spin-wait for each other make the convolutions and eigensolvers several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):
-        yield
-    torch.set_num_threads(threads)
 
 
 def make_images(n: int, seed: int, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:

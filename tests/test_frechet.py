@@ -14,21 +14,9 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from threadpoolctl import threadpool_limits
 
 from balance.metrics import frechet_distance
 from balance.metrics.frechet import trace_sqrt_product
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch and one BLAS thread: on a 2-core machine shared with other jobs, threads that
-    spin-wait for each other make mid-sized eigensolvers several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):
-        yield
-    torch.set_num_threads(threads)
 
 
 def pytorch_fid_distance(mu1, s1, mu2, s2) -> float:

@@ -16,16 +16,6 @@ from balance.kernels import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: on a 2-core machine shared with other jobs, waking a second OpenMP thread
-    per operation costs far more than it saves."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def gaussian_mmd2_closed_form(mu1, s1, mu2, s2, d, h):
     """MMD^2 between N(mu1, s1^2 I_d) and N(mu2, s2^2 I_d) under k = exp(-||x-y||^2 / (2 h^2)).
 

@@ -11,16 +11,6 @@ from balance.kernels import gaussian_kernel
 from balance.metrics.mmd import mmd_to_standard_normal
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: on a 2-core machine shared with other jobs, waking a second OpenMP thread
-    per operation costs far more than it saves."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_standard_normal_samples_give_zero_within_monte_carlo_error():
     gen = torch.Generator().manual_seed(0)
     values = torch.tensor([

@@ -19,17 +19,6 @@ from balance.models.conv import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tensors are tiny: with intra-op threads on the shared 2-core machine the threads'
-    synchronisation costs ~100x the arithmetic (measured 1.7 s vs 3 ms per step)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-
 @pytest.mark.parametrize(
     "resolution, channels, kernel",
     [(28, 1, 4), (32, 3, 4), (64, 3, 5), (128, 3, 5), (28, 1, 5), (64, 1, 4)],

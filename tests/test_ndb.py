@@ -8,20 +8,11 @@ import math
 import numpy as np
 import pytest
 from scipy.stats import binom, chi2_contingency
-from threadpoolctl import threadpool_limits
 
 from balance.metrics.ndb import NDBBins, js_divergence, ndb, two_proportion_z_test
 
 ALPHA = 0.05
 N_FIT = 10_000  # training samples for the bins; full 784-d, K = 100: ~2-3 s of k-means
-
-
-@pytest.fixture(autouse=True)
-def _one_blas_thread():
-    """k-means and nearest-centre searches are many mid-sized BLAS calls; on a 2-core machine
-    shared with other jobs, BLAS threads that spin-wait for each other make them ~10x slower."""
-    with threadpool_limits(limits=1):
-        yield
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +30,7 @@ def mnist(shared_data_root):
 @pytest.fixture(scope="module")
 def mnist_bins(mnist):
     x, _ = mnist
-    with threadpool_limits(limits=1):
-        return NDBBins.fit(x[:N_FIT], k=100, seed=0)
+    return NDBBins.fit(x[:N_FIT], k=100, seed=0)
 
 
 def held_out_chunks(x, y, size=10_000):
