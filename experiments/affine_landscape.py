@@ -27,7 +27,6 @@ table.csv. A finished run is not recomputed.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import math
@@ -37,9 +36,15 @@ from pathlib import Path
 
 import torch
 
+try:  # imported as part of the repository (tests, python -m)
+    from experiments import _common as common
+except ImportError:  # run as a script: experiments/ is on sys.path
+    import _common as common
+
 from balance import affine
 from balance.data.synthetic import affine_subspace
-from balance.runs import is_complete, prepare_run, read_json, write_json
+from balance.runs import write_json
+from balance.threads import limit_threads
 
 NAME = "affine_landscape"
 DEFAULT_RUN_ROOT = Path("runs") / NAME
@@ -60,7 +65,9 @@ class LandscapeConfig:
     """The whole experiment.
 
     spectrum: variances of the r latent directions of the data (first r used);
-    featured: index of the case whose barrier profiles the figure draws.
+    featured: index of the case whose barrier profiles the figure draws;
+    threads: CPU threads (``balance.threads.limit_threads``; None: no cap), not part of the
+    run's identity.
     """
 
     preset: str = "quick"
@@ -73,6 +80,7 @@ class LandscapeConfig:
     barrier_points: int = 41
     string_points: int = 21
     string_iters: int = 3000
+    threads: int | None = 1
 
 
 PRESETS: dict[str, LandscapeConfig] = {
@@ -199,13 +207,18 @@ def _format_table(rows: list[dict]) -> str:
 def main(config: LandscapeConfig, out: Path | None = None) -> dict:
     """Run every case of ``config`` into ``out`` (default runs/affine_landscape/<preset>) and
     return the results dict (also saved as results.json)."""
-    run_dir = Path(out) if out is not None else DEFAULT_RUN_ROOT / config.preset
-    prepare_run(run_dir, config, device="cpu")
-    if is_complete(run_dir):
-        results = read_json(run_dir / "results.json")
+    run_dir = common.run_folder(out, DEFAULT_RUN_ROOT / config.preset)
+    common.prepare(run_dir, config, "cpu")
+    results = common.stage_done(run_dir)
+    if results is not None:
         print(f"{run_dir} is complete; its table:")
         print(_format_table(results["rows"]))
         return results
+    with limit_threads(config.threads):
+        return _run(config, run_dir)
+
+
+def _run(config: LandscapeConfig, run_dir: Path) -> dict:
     rows, featured = [], None
     for i, case in enumerate(config.cases):
         out_case = run_case(case, config, i)
@@ -246,16 +259,15 @@ def main(config: LandscapeConfig, out: Path | None = None) -> dict:
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[LandscapeConfig, Path | None]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="quick")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="run folder (default runs/affine_landscape/<preset>)")
+    parser = common.parser(__doc__.split("\n\n")[0], sorted(PRESETS), DEFAULT_RUN_ROOT,
+                           data=False, device=False, progress=None)
+    parser.add_argument("--out", dest="run_dir", type=Path, help="the same as --run-dir")
     parser.add_argument("--seed", type=int, default=None)
     args = parser.parse_args(argv)
-    config = PRESETS[args.preset]
+    config = common.apply_args(PRESETS[args.preset], args)
     if args.seed is not None:
         config = dataclasses.replace(config, seed=args.seed)
-    return config, args.out
+    return config, args.run_dir
 
 
 if __name__ == "__main__":

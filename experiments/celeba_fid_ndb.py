@@ -40,7 +40,6 @@ Downsample, WAE-MMD, VAE, VAE+ from N(0, I), VAE+).
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -50,12 +49,15 @@ import torch
 from torch import Tensor, nn
 
 try:  # imported as part of the repository (tests, python -m)
-    from experiments import _celeba_common as common
+    from experiments import _common as common
 except ImportError:  # run as a script: experiments/ is on sys.path
-    import _celeba_common as common
+    import _common as common
 
 from balance.density_estimation import SecondStageConfig
-from balance.runs import load_checkpoint, prepare_run, seed_everything, write_json, write_text
+from balance.metrics.reconstruction import module_device
+from balance.reporting import NA_FID, markdown_table
+from balance.runs import load_checkpoint, pick_device, seed_everything, write_json
+from balance.threads import limit_threads
 from balance.train import CHECKPOINT_FILE, TrainConfig, train
 
 NAME = "celeba_fid_ndb"
@@ -295,21 +297,6 @@ def build_feature_model(config: Config, run_dir: Path, kind: str, seed: int):
     )
 
 
-def _gamma_optimizer(model, train_cfg: TrainConfig, gamma_lr: float | None):
-    if gamma_lr is None or not hasattr(model, "raw_log_gamma"):
-        return None
-
-    def make(params):
-        gamma = [p for p in params if p is model.raw_log_gamma]
-        rest = [p for p in params if p is not model.raw_log_gamma]
-        return torch.optim.Adam(
-            [{"params": rest}, {"params": gamma, "lr": gamma_lr}],
-            lr=train_cfg.lr, betas=train_cfg.betas, weight_decay=train_cfg.weight_decay,
-        )
-
-    return make
-
-
 # ------------------------------------------------------------------------------------ stages
 
 
@@ -334,9 +321,7 @@ class Stages:
         return replace(cfg, device=self.config.device, progress=self.progress)
 
     def _prepare(self, stage: str, spec: dict) -> Path:
-        folder = self.run_dir / stage
-        prepare_run(folder, common.run_identity(spec), device=self.config.device)
-        return folder
+        return common.prepare(self.run_dir / stage, spec, self.config.device)
 
     # -- 1. the AE -------------------------------------------------------------------------
     def ae(self) -> dict:
@@ -355,7 +340,7 @@ class Stages:
         history = train(model, make_loss_fn(AEObjectiveConfig(kind="ae", reconstruction="mse")),
                         train_x, self._train_cfg(c.ae.train), run_dir=folder)
         model.eval()
-        device = common.model_device(model)
+        device = module_device(model)
         rec = torch.cat(common.batched(
             lambda x: (x - model.decode(model.encode(x))).pow(2).flatten(1).sum(1).cpu(),
             eval_x, c.eval.batch_size, device))
@@ -392,7 +377,7 @@ class Stages:
         train_x, _ = self.data
         cfg = self._train_cfg(train_cfg)
         history = train(model, loss_fn, train_x, cfg, run_dir=folder,
-                        optimizer_fn=_gamma_optimizer(model, cfg, c.features.gamma_lr))
+                        optimizer_fn=common.gamma_adam(model, cfg, c.features.gamma_lr))
         out = {"stage": kind, "epochs": _epochs(history), "wall_time_s": timer(),
                **common.device_record(c.device)}
         if hasattr(model, "gamma"):
@@ -408,13 +393,13 @@ class Stages:
         model = build_feature_model(c, self.run_dir, kind, seed=train_cfg.seed)
         state = load_checkpoint(self.run_dir / kind / CHECKPOINT_FILE, "cpu")["model"]
         model.load_state_dict(state)
-        return model.to(_device(c.device)).eval()
+        return model.to(pick_device(c.device)).eval()
 
     # -- 5. the second stage ---------------------------------------------------------------
     def vae_plus_codes(self, model) -> Tensor:
         """One z ~ q(z|x) per training image (seeded), [N, kappa] on the CPU."""
         train_x, _ = self.data
-        device = common.model_device(model)
+        device = module_device(model)
         g = torch.Generator().manual_seed(self.config.eval.seed)
         parts = common.batched(model.encode, train_x, self.config.eval.batch_size, device)
         mu = torch.cat([m.cpu() for m, _ in parts])
@@ -461,7 +446,7 @@ class Stages:
         stage2 = self.second_stage(models["vae_plus"])
         train_x, eval_x = self.data
         n = e.n_samples or eval_x.shape[0]
-        device = common.model_device(models["vae"])
+        device = module_device(models["vae"])
         g = torch.Generator().manual_seed(e.seed)
         ae_encoder, _ = frozen_ae(c, self.run_dir)
         ae_encoder.to(device)
@@ -569,12 +554,6 @@ class Stages:
         })
 
 
-def _device(label: str) -> torch.device:
-    from balance.runs import pick_device
-
-    return pick_device(label)
-
-
 def _epochs(history: list[dict] | None) -> list[dict]:
     keep = ("epoch", "step", "loss", "reconstruction", "kl", "squared_error", "gamma", "rec",
             "latent", "time_s")
@@ -628,7 +607,7 @@ def _fid(real_stats, fake: Tensor, e: EvalConfig, device) -> float | str:
     from balance.metrics.fid import fid_from_images
 
     if real_stats is None:
-        return common.NA_FID
+        return NA_FID
     return fid_from_images(real_stats, fake, weights=e.fid_weights, device=device)
 
 
@@ -697,76 +676,55 @@ def directions(models: dict, ks: list[int]) -> dict:
 
 def main(config: Config, run_dir: Path | None = None, *, progress: bool = True) -> dict:
     """Run (or resume) every stage; returns the combined results (also in results.json)."""
-    with common.torch_threads(config.threads):
-        return _main(config, run_dir, progress)
-
-
-def _main(config: Config, run_dir: Path | None, progress: bool) -> dict:
-    timer = common.Timer()
-    run_dir = Path(run_dir) if run_dir is not None else DEFAULT_RUN_ROOT / config.preset
-    prepare_run(run_dir, common.run_identity(config), device=config.device)
-    stages = Stages(config, run_dir, progress)
-    stage_results = {"ae": stages.ae()}
-    for kind in ("vae_plus", "vae", "wae_mmd"):
-        stage_results[kind] = stages.feature_model(kind)
-    if common.stage_done(run_dir / "second_stage") is None:
-        stages.second_stage()
-    stage_results["second_stage"] = common.stage_done(run_dir / "second_stage")
-    evaluation = stages.evaluate()
-    stage_results["evaluate"] = {k: v for k, v in evaluation.items() if k != "models"}
-    results = {
-        "experiment": NAME,
-        "preset": config.preset,
-        "config": common.run_identity(config),
-        **common.device_record(config.device),
-        "torch_threads": torch.get_num_threads(),
-        "models": evaluation["models"],
-        "ndb_ks": evaluation["ndb_ks"],
-        "fid_available": evaluation["fid_available"],
-        "n_eval": evaluation["n_eval"],
-        "n_train": evaluation["n_train"],
-        "directions": directions(evaluation["models"], evaluation["ndb_ks"]),
-        "stages": stage_results,
-        "paper": PAPER,
-        "wall_time_s": float(sum(s.get("wall_time_s", 0.0) for s in stage_results.values())),
-        "this_invocation_s": timer(),
-    }
-    write_json(run_dir / "results.json", results)
-    write_text(run_dir / "table3.md", common.markdown_table(TABLE3_HEADERS, table3_rows(results)))
-    write_text(run_dir / "table3.csv", common.csv_table(TABLE3_HEADERS, table3_rows(results)))
-    headers4 = table4_headers(results["ndb_ks"])
-    write_text(run_dir / "table4.md", common.markdown_table(headers4, table4_rows(results)))
-    write_text(run_dir / "table4.csv", common.csv_table(headers4, table4_rows(results)))
-    return results
+    with limit_threads(config.threads):
+        timer = common.Timer()
+        run_dir = common.open_run(config, run_dir, DEFAULT_RUN_ROOT / config.preset)
+        stages = Stages(config, run_dir, progress)
+        stage_results = {"ae": stages.ae()}
+        for kind in ("vae_plus", "vae", "wae_mmd"):
+            stage_results[kind] = stages.feature_model(kind)
+        if common.stage_done(run_dir / "second_stage") is None:
+            stages.second_stage()
+        stage_results["second_stage"] = common.stage_done(run_dir / "second_stage")
+        evaluation = stages.evaluate()
+        stage_results["evaluate"] = {k: v for k, v in evaluation.items() if k != "models"}
+        results = {
+            **common.results_header(NAME, config),
+            "config": common.run_identity(config),
+            "models": evaluation["models"],
+            "ndb_ks": evaluation["ndb_ks"],
+            "fid_available": evaluation["fid_available"],
+            "n_eval": evaluation["n_eval"],
+            "n_train": evaluation["n_train"],
+            "directions": directions(evaluation["models"], evaluation["ndb_ks"]),
+            "stages": stage_results,
+            "paper": PAPER,
+            "wall_time_s": float(sum(s.get("wall_time_s", 0.0) for s in stage_results.values())),
+            "this_invocation_s": timer(),
+        }
+        write_json(run_dir / "results.json", results)
+        common.write_table(run_dir, "table3", TABLE3_HEADERS, table3_rows(results))
+        common.write_table(run_dir, "table4", table4_headers(results["ndb_ks"]),
+                           table4_rows(results))
+        return results
 
 
 def report(results: dict) -> str:
-    lines = [
+    tables = [
         "Table 3 (FD-AE: Frechet distance in the frozen AE's feature space, needs no weights)",
-        common.markdown_table(TABLE3_HEADERS, table3_rows(results)),
+        markdown_table(TABLE3_HEADERS, table3_rows(results)),
         "Table 4 (NDB/K)",
-        common.markdown_table(table4_headers(results["ndb_ks"]), table4_rows(results)),
+        markdown_table(table4_headers(results["ndb_ks"]), table4_rows(results)),
     ]
-    lines += [f"{k}: {common.fmt(v)}" for k, v in results["directions"].items()]
-    lines.append(f"device: {results['device_name']}; wall time {results['wall_time_s']:.0f} s")
-    return "\n".join(lines)
+    return common.report(results, tables, results["directions"])
 
 
 def cli(argv: list[str] | None = None) -> dict:
-    args = common.parser(__doc__, ("quick", "paper", "smoke"), str(DEFAULT_RUN_ROOT)).parse_args(
-        argv
-    )
-    config = preset(args.preset)
-    overrides = {}
+    args = common.parser(__doc__, ("quick", "paper", "smoke"), DEFAULT_RUN_ROOT).parse_args(argv)
+    config = common.apply_args(preset(args.preset), args)
     if args.device is not None:
-        overrides["device"] = args.device
-        overrides["second_stage"] = replace(config.second_stage, device=args.device)
-    if args.threads is not None:
-        overrides["threads"] = args.threads
-    if args.data_root is not None:
-        overrides["data"] = dataclasses.replace(config.data, root=args.data_root)
-    config = replace(config, **overrides)
-    results = main(config, args.run_dir, progress=not args.no_progress)
+        config = replace(config, second_stage=replace(config.second_stage, device=args.device))
+    results = main(config, args.run_dir, progress=args.progress)
     print(report(results))
     return results
 

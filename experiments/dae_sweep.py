@@ -35,18 +35,20 @@ Re-running the same command resumes.
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
 try:  # imported as part of the repository (tests, python -m)
+    from experiments import _common as common
     from experiments import rae_table as rt
 except ImportError:  # run as a script: experiments/ is on sys.path
+    import _common as common
     import rae_table as rt
 
+from balance.reporting import markdown_table, shorten_na
+from balance.runs import RESULTS_FILE, write_json
+from balance.threads import limit_threads
 from balance.train import TrainConfig
 
 NAME = "dae_sweep"
@@ -219,13 +221,13 @@ def table_rows(results: dict) -> list[list]:
     rows = []
     ref = results.get("reference")
     if ref:
-        rows.append(["held-out test images", None, None, None, ref["fid"], None, None,
-                     ref["ndb_over_k"], None, None, ref["mmd_x"], None, None])
+        rows.append(["held-out test images", None, None, None, shorten_na(ref["fid"]), None,
+                     None, ref["ndb_over_k"], None, None, ref["mmd_x"], None, None])
     for r in results["models"].values():
         c = r["columns"]
         rows.append([
             r["label"], r["n_params"], r["rec_error"], r["mmd_q_prior"],
-            *[c[s]["fid"] for s in SAMPLERS],
+            *[shorten_na(c[s]["fid"]) for s in SAMPLERS],
             *[c[s]["ndb_over_k"] for s in SAMPLERS],
             *[c[s]["mmd_x"] for s in SAMPLERS],
         ])
@@ -248,47 +250,27 @@ def baseline_name(config: Config) -> str:
 
 
 def main(config: Config, run_dir: Path | None = None, *, progress: bool = True) -> dict:
-    from balance.runs import device_name, pick_device, prepare_run, write_json, write_text
-
-    start = time.perf_counter()
-    run_dir = Path(run_dir) if run_dir is not None else DEFAULT_RUN_ROOT / config.preset
-    prepare_run(run_dir, rt._strip_runtime(config), device=config.device)
-    models = rt.run_all(config, run_dir, progress)
-    rt.combine_samples(run_dir, list(models))
-    device = pick_device(config.device)
-    results = {
-        "experiment": NAME,
-        "reference": rt.reference_scores(config, run_dir),
-        "preset": config.preset,
-        "dataset": config.dataset,
-        "device": str(device),
-        "device_name": device_name(device),
-        "torch_threads": torch.get_num_threads(),
-        "baseline": baseline_name(config),
-        "samplers": list(SAMPLERS),
-        "fid": "computed" if models and rt.fid_done(models) else rt.NA_FID,
-        "models": models,
-        "paper": PAPER,
-        "paper_source": "Daly et al. (2022), Tables 2-3 (CIFAR-10 FID), as quoted in "
-                        "EXPERIMENTS.md E5",
-        "directions": directions(models, baseline_name(config), config.eval.ndb_bins),
-        "wall_time_s": float(sum(m["wall_time_s"] for m in models.values())),
-        "this_invocation_s": time.perf_counter() - start,
-    }
-    write_json(run_dir / rt.RESULTS_FILE, results)
-    text = (rt.fid_note(results) + rt.markdown_table(table_headers(), table_rows(results)) + "\n"
-            + rt.markdown_table(PAPER_HEADERS, paper_rows()))
-    write_text(run_dir / "table.md", text)
-    write_text(run_dir / "table.csv", rt.csv_table(table_headers(), table_rows(results)))
+    """Run (or resume) every model of the sweep; write and return the combined results."""
+    with limit_threads(config.threads):
+        run_dir, results = rt.run_models(NAME, config, run_dir, progress)
+    baseline = baseline_name(config)
+    results.update(
+        baseline=baseline, samplers=list(SAMPLERS), paper=PAPER,
+        paper_source="Daly et al. (2022), Tables 2-3 (CIFAR-10 FID), as quoted in "
+                     "EXPERIMENTS.md E5",
+        directions=directions(results["models"], baseline, config.eval.ndb_bins),
+    )
+    write_json(run_dir / RESULTS_FILE, results)
+    common.write_table(run_dir, "table", table_headers(), table_rows(results),
+                       before=rt.fid_note(results),
+                       after="\n" + markdown_table(PAPER_HEADERS, paper_rows()))
     return results
 
 
 def report(results: dict) -> str:
-    lines = [rt.fid_note(results) + rt.markdown_table(table_headers(), table_rows(results)),
-             rt.markdown_table(PAPER_HEADERS, paper_rows())]
-    lines += [f"{k}: {rt.fmt(v)}" for k, v in results["directions"].items()]
-    lines.append(f"device: {results['device_name']}; wall time {results['wall_time_s']:.0f} s")
-    return "\n".join(lines)
+    tables = [rt.fid_note(results) + markdown_table(table_headers(), table_rows(results)),
+              markdown_table(PAPER_HEADERS, paper_rows())]
+    return common.report(results, tables, results["directions"])
 
 
 def cli(argv: list[str] | None = None) -> dict:

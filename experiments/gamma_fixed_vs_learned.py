@@ -38,7 +38,6 @@ its last epoch.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import sys
 from dataclasses import dataclass, replace
@@ -48,11 +47,14 @@ import numpy as np
 import torch
 
 try:  # imported as part of the repository (tests, python -m)
-    from experiments import _celeba_common as common
+    from experiments import _common as common
 except ImportError:  # run as a script: experiments/ is on sys.path
-    import _celeba_common as common
+    import _common as common
 
-from balance.runs import prepare_run, write_json, write_text
+from balance.metrics.reconstruction import module_device
+from balance.reporting import markdown_table
+from balance.runs import write_json
+from balance.threads import limit_threads
 from balance.train import CHECKPOINT_FILE, TrainConfig, train
 
 NAME = "gamma_fixed_vs_learned"
@@ -207,22 +209,6 @@ def build_vae(res: ResolutionConfig, gamma):
     return GaussianVAE(encoder, decoder, gamma)
 
 
-def optimizer_for(model, train_cfg: TrainConfig, gamma_lr: float | None):
-    """Adam over the trainable parameters, log gamma at ``gamma_lr`` (None: the default)."""
-    if gamma_lr is None:
-        return None
-
-    def make(params):
-        gamma = [p for p in params if p is model.raw_log_gamma]
-        rest = [p for p in params if p is not model.raw_log_gamma]
-        groups = [{"params": rest}] + ([{"params": gamma, "lr": gamma_lr}] if gamma else [])
-        return torch.optim.Adam(
-            groups, lr=train_cfg.lr, betas=train_cfg.betas, weight_decay=train_cfg.weight_decay
-        )
-
-    return make
-
-
 # ---------------------------------------------------------------------------------- evaluate
 
 
@@ -236,7 +222,7 @@ def evaluate(model, x: torch.Tensor, cfg: EvalConfig) -> dict:
     from balance.metrics.reconstruction import reconstruction_error
 
     model.eval()
-    device = common.model_device(model)
+    device = module_device(model)
     encoded = common.batched(model.encode, x, cfg.batch_size, device)
     mu = torch.cat([m.cpu() for m, _ in encoded])
     logvar = torch.cat([v.cpu() for _, v in encoded])
@@ -303,7 +289,7 @@ def run_variant(
     gamma = GammaConfig(init=float(gamma_init), learnable=(variant == "learned"))
     spec = {"variant": variant, "resolution": res, "gamma": gamma, "data": config.data,
             "eval": config.eval}
-    prepare_run(stage_dir, common.run_identity(spec), device=config.device)
+    common.prepare(stage_dir, spec, config.device)
     train_x, test_x = data
     model = build_vae(res, gamma)
     train_cfg = replace(res.train, device=config.device, progress=progress)
@@ -312,7 +298,7 @@ def run_variant(
     history = train(
         model, trace.wrap(vae_loss), train_x, train_cfg, run_dir=stage_dir,
         eval_fn=trace.flush,
-        optimizer_fn=optimizer_for(model, train_cfg, res.gamma_lr if gamma.learnable else None),
+        optimizer_fn=common.gamma_adam(model, train_cfg, res.gamma_lr),
     )
     metrics = evaluate(model, test_x, config.eval)
     epochs = [
@@ -379,51 +365,41 @@ def table_rows(results: dict) -> list[list]:
 
 def main(config: Config, run_dir: Path | None = None, *, progress: bool = True) -> dict:
     """Run (or resume) every resolution of ``config``; returns the combined results."""
-    with common.torch_threads(config.threads):
-        return _main(config, run_dir, progress)
-
-
-def _main(config: Config, run_dir: Path | None, progress: bool) -> dict:
-    timer = common.Timer()
-    run_dir = Path(run_dir) if run_dir is not None else DEFAULT_RUN_ROOT / config.preset
-    prepare_run(run_dir, common.run_identity(config), device=config.device)
-    per_resolution = {}
-    for res in config.resolutions:
-        folder = run_dir / f"celeba{res.resolution}"
-        data = None
-        if any(common.stage_done(folder / v) is None for v in VARIANTS):
-            data = common.load_train_eval(
-                config.data, res.resolution, train_limit=res.train_limit, progress=progress
-            )
-        learned = run_variant(folder / "learned", config, res, "learned", res.gamma_init, data,
-                              progress)
-        # Run 2 reads gamma* from run 1's saved results (not from memory).
-        gamma_star = common.stage_done(folder / "learned")["gamma_final"]
-        fixed = run_variant(folder / "fixed", config, res, "fixed", gamma_star, data, progress)
-        per_resolution[str(res.resolution)] = {
-            "learned": learned, "fixed": fixed, "comparison": compare(learned, fixed)
+    with limit_threads(config.threads):
+        timer = common.Timer()
+        run_dir = common.open_run(config, run_dir, DEFAULT_RUN_ROOT / config.preset)
+        per_resolution = {}
+        for res in config.resolutions:
+            folder = run_dir / f"celeba{res.resolution}"
+            data = None
+            if any(common.stage_done(folder / v) is None for v in VARIANTS):
+                data = common.load_train_eval(
+                    config.data, res.resolution, train_limit=res.train_limit, progress=progress
+                )
+            learned = run_variant(folder / "learned", config, res, "learned", res.gamma_init, data,
+                                  progress)
+            # Run 2 reads gamma* from run 1's saved results (not from memory).
+            gamma_star = common.stage_done(folder / "learned")["gamma_final"]
+            fixed = run_variant(folder / "fixed", config, res, "fixed", gamma_star, data, progress)
+            per_resolution[str(res.resolution)] = {
+                "learned": learned, "fixed": fixed, "comparison": compare(learned, fixed)
+            }
+        results = {
+            **common.results_header(NAME, config),
+            "config": common.run_identity(config),
+            "resolutions": per_resolution,
+            "paper": PAPER_TABLE2,
+            "wall_time_s": float(sum(p[v]["wall_time_s"] for p in per_resolution.values()
+                                     for v in VARIANTS)),
+            "this_invocation_s": timer(),
         }
-    results = {
-        "experiment": NAME,
-        "preset": config.preset,
-        "config": common.run_identity(config),
-        **common.device_record(config.device),
-        "torch_threads": torch.get_num_threads(),
-        "resolutions": per_resolution,
-        "paper": PAPER_TABLE2,
-        "wall_time_s": float(sum(p[v]["wall_time_s"] for p in per_resolution.values()
-                                 for v in VARIANTS)),
-        "this_invocation_s": timer(),
-    }
-    write_json(run_dir / "results.json", results)
-    rows = table_rows(results)
-    write_text(run_dir / "table2.md", common.markdown_table(TABLE_HEADERS, rows))
-    write_text(run_dir / "table2.csv", common.csv_table(TABLE_HEADERS, rows))
-    return results
+        write_json(run_dir / "results.json", results)
+        common.write_table(run_dir, "table2", TABLE_HEADERS, table_rows(results))
+        return results
 
 
 def report(results: dict) -> str:
-    lines = [common.markdown_table(TABLE_HEADERS, table_rows(results))]
+    lines = []
     for r, per in results["resolutions"].items():
         c = per["comparison"]
         lines.append(
@@ -434,24 +410,14 @@ def report(results: dict) -> str:
             f"{c['early_grad_ratio_fixed_over_learned']:.3g} (much larger with fixed gamma: "
             f"{c['larger_early_gradient_with_fixed_gamma']})"
         )
-    lines.append(f"device: {results['device_name']}; wall time {results['wall_time_s']:.0f} s")
-    return "\n".join(lines)
+    table = markdown_table(TABLE_HEADERS, table_rows(results))
+    return common.report(results, [table], lines=lines)
 
 
 def cli(argv: list[str] | None = None) -> dict:
-    args = common.parser(__doc__, ("quick", "paper", "smoke"), str(DEFAULT_RUN_ROOT)).parse_args(
-        argv
-    )
-    config = preset(args.preset)
-    overrides = {}
-    if args.device is not None:
-        overrides["device"] = args.device
-    if args.threads is not None:
-        overrides["threads"] = args.threads
-    if args.data_root is not None:
-        overrides["data"] = dataclasses.replace(config.data, root=args.data_root)
-    config = replace(config, **overrides)
-    results = main(config, args.run_dir, progress=not args.no_progress)
+    args = common.parser(__doc__, ("quick", "paper", "smoke"), DEFAULT_RUN_ROOT).parse_args(argv)
+    config = common.apply_args(preset(args.preset), args)
+    results = main(config, args.run_dir, progress=args.progress)
     print(report(results))
     return results
 

@@ -42,27 +42,22 @@ from its last epoch.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 import sys
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
-from balance.runs import (
-    RESULTS_FILE,
-    device_name,
-    is_complete,
-    pick_device,
-    prepare_run,
-    read_json,
-    seed_everything,
-    write_json,
-    write_text,
-)
+try:  # imported as part of the repository (tests, python -m)
+    from experiments import _common as common
+except ImportError:  # run as a script: experiments/ is on sys.path
+    import _common as common
+
+from balance.reporting import markdown_table
+from balance.runs import RESULTS_FILE, is_complete, prepare_run, seed_everything, write_json
+from balance.threads import limit_threads
 from balance.train import TrainConfig, train
 
 NAME = "kappa_sweep"
@@ -182,40 +177,25 @@ def preset(name: str, dataset: str = "mnist") -> Config:
             device="auto",
         )
     if name == "quick":
+        # Two CPU cores: IWAE with k = 100 on 500 test points, two runs at a time in separate
+        # single-threaded processes.
+        cpu = dict(preset=name, gamma_lr=1e-2, device="cpu", threads=1, workers=2,
+                   eval=EvalConfig(iwae_k=100, iwae_limit=500, iwae_batch=100))
         if manifold:
-            return Config(
-                preset=name,
-                data=DataConfig(dataset=dataset, n_train=4000, n_test=1000),
-                kappas=(2, 4, 8, 16, 24),
-                net=NetConfig(width=128),
-                train=TrainConfig(epochs=60, batch_size=100, lr=1e-3),
-                gamma_lr=1e-2,
-                eval=EvalConfig(iwae_k=100, iwae_limit=500, iwae_batch=100),
-                device="cpu",
-                threads=1,
-                workers=2,
-            )
-        # Two CPU cores, <= 15 minutes for both variants (measured: 6 minutes on a shared
-        # 2-core machine): 6,000 random training images, 1,000 test images (IWAE with k = 100
-        # on 500 of them), width 256, 2,100 steps of 100, two runs at a time in separate
-        # single-threaded processes. The balanced state (unused
+            return Config(data=DataConfig(dataset=dataset, n_train=4000, n_test=1000),
+                          kappas=(2, 4, 8, 16, 24), net=NetConfig(width=128),
+                          train=TrainConfig(epochs=60, batch_size=100, lr=1e-3), **cpu)
+        # <= 15 minutes for both variants (measured: 6 minutes on a shared 2-core machine):
+        # 6,000 random training images, 1,000 test images, width 256, 2,100 steps of 100.
+        # The balanced state (unused
         # dimensions switched off) takes longer to reach as kappa grows: measured with these
         # settings, kappa = 100 is down to 12-15 active dimensions after ~2,000 steps, while
         # after 1,800 steps kappa = 200 still has 94 dimensions with variance >= 0.01 (15 above
         # 0.05) and kappa = 784 all 784 (395 above 0.05). The quick grid therefore stops at 100;
         # the paper preset runs the paper's grid.
-        return Config(
-            preset=name,
-            data=DataConfig(dataset=dataset, train_limit=6000, test_limit=1000),
-            kappas=(5, 10, 20, 50, 100),
-            net=NetConfig(width=256),
-            train=TrainConfig(epochs=35, batch_size=100, lr=1e-3),
-            gamma_lr=1e-2,
-            eval=EvalConfig(iwae_k=100, iwae_limit=500, iwae_batch=100),
-            device="cpu",
-            threads=1,
-            workers=2,
-        )
+        return Config(data=DataConfig(dataset=dataset, train_limit=6000, test_limit=1000),
+                      kappas=(5, 10, 20, 50, 100), net=NetConfig(width=256),
+                      train=TrainConfig(epochs=35, batch_size=100, lr=1e-3), **cpu)
     if name == "smoke":
         data = DataConfig(dataset=dataset, train_limit=64, test_limit=32, d=8, r=2, n_train=64,
                           n_test=32)
@@ -234,12 +214,13 @@ def preset(name: str, dataset: str = "mnist") -> Config:
 
 
 def sweep_identity(config: Config) -> dict:
-    """What defines the sweep's results (saved as the run folder's config.json): everything but
-    the variants run by this invocation, the device, threads and workers."""
-    identity = dataclasses.asdict(config)
-    for key in ("variants", "device", "threads", "workers"):
-        identity.pop(key)
-    identity["data"].pop("root")  # where the files are does not change the results
+    """What defines the sweep's results (saved as the run folder's config.json): the run
+    identity (``_common.run_identity``: no device, progress, threads or workers) without the
+    variants run by this invocation and the data root (MNIST files are md5-verified: where
+    they are does not change the results)."""
+    identity = common.run_identity(config)
+    identity.pop("variants")
+    identity["data"].pop("root")
     return identity
 
 
@@ -266,12 +247,6 @@ def check_images(x: torch.Tensor, shape: tuple[int, ...], what: str) -> torch.Te
     return x
 
 
-def _subset(x: torch.Tensor, limit: int | None, generator: torch.Generator) -> torch.Tensor:
-    if limit is None or limit >= x.shape[0]:
-        return x
-    return x[torch.randperm(x.shape[0], generator=generator)[:limit]]
-
-
 def load_data(data: DataConfig) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """``(train, test, info)``: float32 tensors ``[N, *shape]`` and a description."""
     generator = torch.Generator().manual_seed(data.seed)
@@ -280,10 +255,10 @@ def load_data(data: DataConfig) -> tuple[torch.Tensor, torch.Tensor, dict]:
 
         train_x, _ = load_mnist("train", root=data.root)
         test_x, _ = load_mnist("test", root=data.root)
-        train_x = _subset(check_images(train_x, MNIST_SHAPE, "MNIST train"), data.train_limit,
-                          generator)
-        test_x = _subset(check_images(test_x, MNIST_SHAPE, "MNIST test"), data.test_limit,
-                         generator)
+        train_x = common.random_subset(check_images(train_x, MNIST_SHAPE, "MNIST train"),
+                                       data.train_limit, generator)
+        test_x = common.random_subset(check_images(test_x, MNIST_SHAPE, "MNIST test"),
+                                      data.test_limit, generator)
         info = {"dataset": "mnist", "shape": list(MNIST_SHAPE), "r": None}
     elif data.dataset == "manifold":
         from balance.data.synthetic import nonlinear_manifold
@@ -321,21 +296,6 @@ def build_vae(net: NetConfig, shape: tuple[int, ...], kappa: int, variant: str, 
                                    affine_skip=False, activation=net.activation)
     gamma = GammaConfig(init=net.gamma_init, gamma_min=net.gamma_min)
     return GaussianVAE(encoder, MLPDecoder(dec_cfg), gamma)
-
-
-def optimizer_for(model, train_cfg: TrainConfig, gamma_lr: float | None):
-    """Adam over the trainable parameters, log gamma at ``gamma_lr`` (None: the default)."""
-    if gamma_lr is None:
-        return None
-
-    def make(params):
-        gamma = [p for p in params if p is model.raw_log_gamma]
-        rest = [p for p in params if p is not model.raw_log_gamma]
-        groups = [{"params": rest}] + ([{"params": gamma, "lr": gamma_lr}] if gamma else [])
-        return torch.optim.Adam(groups, lr=train_cfg.lr, betas=train_cfg.betas,
-                                weight_decay=train_cfg.weight_decay)
-
-    return make
 
 
 # ---------------------------------------------------------------------------------- evaluate
@@ -390,20 +350,21 @@ def evaluate(model, test_x: torch.Tensor, cfg: EvalConfig) -> dict:
 def run_one(folder: Path, config: Config, variant: str, kappa: int, data, info: dict,
             progress: bool) -> dict:
     """Train and evaluate one (variant, kappa); returns the saved results (skipped if done)."""
-    if is_complete(folder):
-        return read_json(folder / RESULTS_FILE)
+    done = common.stage_done(folder)
+    if done is not None:
+        return done
     from balance.objectives.elbo import vae_loss
 
-    started = time.perf_counter()
+    timer = common.Timer()
     spec = {"experiment": NAME, "variant": variant, "kappa": kappa,
             **sweep_identity(replace(config, kappas=(kappa,)))}
-    prepare_run(folder, spec, device=config.device)
+    common.prepare(folder, spec, config.device)
     train_x, test_x = data
     shape = tuple(info["shape"])
     model = build_vae(config.net, shape, kappa, variant, config.train.seed)
     train_cfg = replace(config.train, device=config.device, progress=progress)
     history = train(model, vae_loss, train_x, train_cfg, run_dir=folder,
-                    optimizer_fn=optimizer_for(model, train_cfg, config.gamma_lr))
+                    optimizer_fn=common.gamma_adam(model, train_cfg, config.gamma_lr))
     metrics = evaluate(model, test_x, config.eval)
     keys = ("epoch", "loss", "reconstruction", "kl", "squared_error", "gamma", "grad_z_norm",
             "time_s")
@@ -414,18 +375,16 @@ def run_one(folder: Path, config: Config, variant: str, kappa: int, data, info: 
         **metrics,
         "epochs": [{k: h.get(k) for k in keys} for h in history],
         "train_time_s": float(sum(h.get("time_s", 0.0) for h in history)),
-        "wall_time_s": time.perf_counter() - started,
+        "wall_time_s": timer(),
     }
-    write_json(folder / RESULTS_FILE, results)
-    return results
+    return common.save_stage(folder, results)
 
 
 def _run_in_worker(folder: Path, config: Config, variant: str, kappa: int) -> str:
     """One (variant, kappa) in a worker process: loads the data itself, no progress bars."""
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    train_x, test_x, info = load_data(config.data)
-    run_one(folder, config, variant, kappa, (train_x, test_x), info, progress=False)
+    with limit_threads(config.threads):
+        train_x, test_x, info = load_data(config.data)
+        run_one(folder, config, variant, kappa, (train_x, test_x), info, progress=False)
     return f"{variant} kappa={kappa}"
 
 
@@ -449,9 +408,9 @@ def _collect(run_dir: Path, kappas: tuple[int, ...]) -> dict[str, dict[int, dict
     found: dict[str, dict[int, dict]] = {}
     for variant in VARIANTS:
         for kappa in kappas:
-            folder = run_dir / variant / f"kappa{kappa}"
-            if is_complete(folder):
-                found.setdefault(variant, {})[kappa] = read_json(folder / RESULTS_FILE)
+            done = common.stage_done(run_dir / variant / f"kappa{kappa}")
+            if done is not None:
+                found.setdefault(variant, {})[kappa] = done
     return found
 
 
@@ -488,18 +447,6 @@ TABLE_HEADERS = ("variant", "kappa", "rec. err. (ours)", "rec. err. (paper)", "N
                  "gamma", "train s")
 
 
-def _fmt(value, digits: int = 4) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, str):
-        return value
-    return f"{float(value):.{digits}g}"
-
-
 def table_rows(results: dict) -> list[list]:
     """Rows of Table 1: ours beside the paper's (MNIST only; the paper has no no-skip numbers
     except that every dimension is off)."""
@@ -520,81 +467,56 @@ def table_rows(results: dict) -> list[list]:
     return rows
 
 
-def markdown_table(results: dict) -> str:
-    lines = ["| " + " | ".join(TABLE_HEADERS) + " |",
-             "| " + " | ".join("---" for _ in TABLE_HEADERS) + " |"]
-    lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in table_rows(results)]
-    return "\n".join(lines) + "\n"
-
-
 def main(config: Config, run_dir: Path | None = None, *, progress: bool = True) -> dict:
     """Run (or resume) the sweep for ``config.variants``; returns the combined results of every
-    finished run in the folder (and writes them to ``results.json`` and ``table.md``)."""
+    finished run in the folder (and writes them to ``results.json`` and ``table.md``/``.csv``).
+    Small MLPs: one thread per process (``threads``) avoids splitting tiny matmuls across
+    cores."""
     unknown = set(config.variants) - set(VARIANTS)
     if unknown:
         raise ValueError(f"unknown variants {sorted(unknown)}; choose from {VARIANTS}")
-    threads = torch.get_num_threads()
-    if config.threads is not None:
-        # Small MLPs: one thread per process avoids splitting tiny matmuls across cores.
-        torch.set_num_threads(config.threads)
-    try:
-        return _main(config, run_dir, progress)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _main(config: Config, run_dir: Path | None, progress: bool) -> dict:
-    started = time.perf_counter()
-    run_dir = Path(run_dir) if run_dir is not None else (
-        DEFAULT_RUN_ROOT / f"{config.preset}_{config.data.dataset}")
-    prepare_run(run_dir, sweep_identity(config), device=config.device)
-    todo = [(v, k) for v in config.variants for k in config.kappas
-            if not is_complete(run_dir / v / f"kappa{k}")]
-    if config.workers > 1 and len(todo) > 1:
-        _run_parallel(run_dir, config, todo)
-    elif todo:
-        train_x, test_x, info = load_data(config.data)
-        for variant, kappa in todo:
-            run_one(run_dir / variant / f"kappa{kappa}", config, variant, kappa,
-                    (train_x, test_x), info, progress)
-    runs = _collect(run_dir, config.kappas)
-    r = config.data.r if config.data.dataset == "manifold" else None
-    results = {
-        "experiment": NAME,
-        "preset": config.preset,
-        "data": {**dataclasses.asdict(config.data), "r": r},
-        "config": sweep_identity(config),
-        "device": config.device,
-        "device_name": device_name(pick_device(config.device)),
-        "torch_threads": torch.get_num_threads(),
-        "kappas": list(config.kappas),
-        "runs": {v: {str(k): res for k, res in per.items()} for v, per in runs.items()},
-        "checks": direction_checks(runs, config.data.dataset, r),
-        "paper": {"skip": {str(k): v for k, v in PAPER_TABLE1.items()},
-                  "noskip_active": PAPER_NOSKIP_ACTIVE},
-        "wall_time_s": float(sum(res["wall_time_s"] for per in runs.values()
-                                 for res in per.values())),
-        "this_invocation_s": time.perf_counter() - started,
-    }
-    write_json(run_dir / RESULTS_FILE, results)
-    write_text(run_dir / "table.md", markdown_table(results))
-    return results
+    with limit_threads(config.threads):
+        timer = common.Timer()
+        run_dir = common.run_folder(run_dir,
+                                    DEFAULT_RUN_ROOT / f"{config.preset}_{config.data.dataset}")
+        prepare_run(run_dir, sweep_identity(config), device=config.device)
+        todo = [(v, k) for v in config.variants for k in config.kappas
+                if not is_complete(run_dir / v / f"kappa{k}")]
+        if config.workers > 1 and len(todo) > 1:
+            _run_parallel(run_dir, config, todo)
+        elif todo:
+            train_x, test_x, info = load_data(config.data)
+            for variant, kappa in todo:
+                run_one(run_dir / variant / f"kappa{kappa}", config, variant, kappa,
+                        (train_x, test_x), info, progress)
+        runs = _collect(run_dir, config.kappas)
+        r = config.data.r if config.data.dataset == "manifold" else None
+        results = {
+            **common.results_header(NAME, config),
+            "data": {**dataclasses.asdict(config.data), "r": r},
+            "config": sweep_identity(config),
+            "kappas": list(config.kappas),
+            "runs": {v: {str(k): res for k, res in per.items()} for v, per in runs.items()},
+            "checks": direction_checks(runs, config.data.dataset, r),
+            "paper": {"skip": {str(k): v for k, v in PAPER_TABLE1.items()},
+                      "noskip_active": PAPER_NOSKIP_ACTIVE},
+            "wall_time_s": float(sum(res["wall_time_s"] for per in runs.values()
+                                     for res in per.values())),
+            "this_invocation_s": timer(),
+        }
+        write_json(run_dir / RESULTS_FILE, results)
+        common.write_table(run_dir, "table", TABLE_HEADERS, table_rows(results))
+        return results
 
 
 def report(results: dict) -> str:
-    lines = [markdown_table(results)]
-    checks = {k: v for k, v in results["checks"].items() if k != "thresholds"}
-    lines.append("direction checks: " + ", ".join(f"{k}={_fmt(v)}" for k, v in checks.items()))
-    lines.append(f"device: {results['device_name']}, {results['torch_threads']} thread(s); "
-                 f"training + evaluation {results['wall_time_s']:.0f} s in all, this call "
-                 f"{results['this_invocation_s']:.0f} s")
-    return "\n".join(lines)
+    table = markdown_table(TABLE_HEADERS, table_rows(results))
+    return common.report(results, [table], results["checks"])
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[Config, Path | None, bool]:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", choices=("quick", "paper", "smoke"), default="quick")
+    p = common.parser(__doc__, ("quick", "paper", "smoke"), DEFAULT_RUN_ROOT,
+                      run_dir_help="<preset>_<dataset>")
     p.add_argument("--dataset", choices=DATASETS, default="mnist")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--no-skip", action="store_true",
@@ -603,16 +525,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, Path | None, bool
                        help="run only the paper's model (residual decoder + affine skip)")
     p.add_argument("--kappas", type=int, nargs="+", default=None,
                    help="latent sizes (default: the preset's)")
-    p.add_argument("--run-dir", type=Path, default=None,
-                   help=f"run folder (default: {DEFAULT_RUN_ROOT}/<preset>_<dataset>)")
-    p.add_argument("--data-root", default=None, help="data root holding mnist/")
-    p.add_argument("--device", default=None, help="auto, cpu, cuda... (default: the preset's)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
     p.add_argument("--workers", type=int, default=None,
                    help="runs trained at once in separate processes (default: the preset's)")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     args = p.parse_args(argv)
-    config = preset(args.preset, args.dataset)
+    config = common.apply_args(preset(args.preset, args.dataset), args)
     overrides: dict = {}
     if args.no_skip:
         overrides["variants"] = ("noskip",)
@@ -620,15 +536,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, Path | None, bool
         overrides["variants"] = ("skip",)
     if args.kappas:
         overrides["kappas"] = tuple(args.kappas)
-    if args.data_root is not None:
-        overrides["data"] = replace(config.data, root=args.data_root)
-    if args.device is not None:
-        overrides["device"] = args.device
-    if args.threads is not None:
-        overrides["threads"] = args.threads
     if args.workers is not None:
         overrides["workers"] = args.workers
-    return replace(config, **overrides), args.run_dir, not args.no_progress
+    return replace(config, **overrides), args.run_dir, args.progress
 
 
 def cli(argv: list[str] | None = None) -> dict:

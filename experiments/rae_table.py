@@ -59,9 +59,7 @@ from its last epoch.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -71,13 +69,20 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+try:  # imported as part of the repository (tests, python -m)
+    from experiments import _common as common
+except ImportError:  # run as a script: experiments/ is on sys.path
+    import _common as common
+
 from balance.density_estimation import SecondStageConfig
+from balance.metrics.reconstruction import module_device
+from balance.reporting import NA_FID, markdown_table, shorten_na
+from balance.runs import RESULTS_FILE, read_json, write_json
+from balance.threads import limit_threads
 from balance.train import TrainConfig
 
 NAME = "rae_table"
 DEFAULT_RUN_ROOT = Path("runs") / NAME
-NA_FID = "n/a (no Inception weights)"
-RESULTS_FILE = "results.json"
 SAMPLES_FILE = "samples.npz"
 #: Images per model and column kept for the sample grids.
 GRID_IMAGES = 8
@@ -92,31 +97,22 @@ LABELS = {
 }
 MODEL_ORDER = tuple(LABELS)
 
-#: Ghosh et al. (2020), Table 1: FID of REC, N(0, I), GMM, Interp. for each dataset. The MNIST
-#: GMM column, the MNIST VAE N(0, I) value and the CIFAR-10 / CelebA GMM values are confirmed in
-#: the authors' configuration comments (EXPERIMENTS.md E4); the other MNIST values are the
-#: published table's as recorded here ("confirmed": False). None: not reported.
+#: Ghosh et al. (2020), Table 1: FID of REC, N(0, I), GMM, Interp. Only the values given in
+#: EXPERIMENTS.md E4 (confirmed in the authors' configuration comments); every other cell is
+#: None, shown as "–". CIFAR-10 RAE-L2 is given there as "~74" only.
+PAPER_SOURCE = "Ghosh et al. (2020), Table 1 (FID), the values quoted in EXPERIMENTS.md E4"
 PAPER = {
     "mnist": {
-        "vae": {"rec": 18.26, "normal": 19.21, "gmm": 17.66, "interp": 18.21},
-        "cv_vae": {"rec": 15.15, "normal": 33.79, "gmm": 17.87, "interp": 25.12},
-        "wae": {"rec": 10.03, "normal": 20.42, "gmm": 9.39, "interp": 14.34},
-        "2svae": {"rec": 20.31, "normal": 18.81, "gmm": None, "interp": 18.35},
-        "rae_gp": {"rec": 14.04, "normal": 22.21, "gmm": 11.54, "interp": 15.32},
-        "rae_l2": {"rec": 10.53, "normal": 22.22, "gmm": 8.69, "interp": 14.54},
-        "rae_sn": {"rec": 15.65, "normal": 19.67, "gmm": 11.74, "interp": 15.15},
-        "rae": {"rec": 11.67, "normal": 23.92, "gmm": 9.81, "interp": 14.67},
-        "ae": {"rec": 12.95, "normal": 58.73, "gmm": 10.66, "interp": 17.12},
+        **{name: dict.fromkeys(COLUMNS) for name in MODEL_ORDER},
+        "vae": {"rec": None, "normal": 19.21, "gmm": 17.66, "interp": None},
+        "wae": {"rec": None, "normal": None, "gmm": 9.39, "interp": None},
+        "rae_gp": {"rec": None, "normal": None, "gmm": 11.54, "interp": None},
+        "rae_l2": {"rec": None, "normal": None, "gmm": 8.69, "interp": None},
+        "rae_sn": {"rec": None, "normal": None, "gmm": 11.74, "interp": None},
+        "rae": {"rec": None, "normal": None, "gmm": 9.81, "interp": None},
     },
-    "cifar10": {
-        "wae": {"gmm": 93.53}, "rae_l2": {"gmm": 74.16}, "rae_sn": {"gmm": 75.30},
-    },
+    "cifar10": {"wae": {"gmm": 93.53}, "rae_l2": {"gmm": "~74"}, "rae_sn": {"gmm": 75.30}},
     "celeba": {"rae_sn": {"gmm": 40.95}, "rae_gp": {"gmm": 45.63}},
-}
-PAPER_CONFIRMED = {
-    "mnist": {"gmm": True, "vae.normal": True},
-    "cifar10": {"gmm": True},
-    "celeba": {"gmm": True},
 }
 
 
@@ -223,24 +219,21 @@ DATASETS = {"mnist": (1, 28, 16), "cifar10": (3, 32, 128), "celeba": (3, 64, 64)
 def preset(name: str) -> Config:
     """``quick`` (MNIST subset, CPU minutes), ``paper`` (MNIST), ``paper_cifar10``,
     ``paper_celeba`` (the papers' set-ups, GPU) or ``smoke`` (seconds; the tests)."""
+    # CPU presets: MNIST subsets, one thread (less oversubscription on a shared machine).
+    cpu = dict(preset=name, gamma_lr=2e-2, device="cpu", threads=1)
     if name == "quick":
         # 2 shared CPU cores, ~15 minutes for nine models: a 10,000-image subset, 3 epochs,
-        # base width 16 (the paper: 128), one thread per process (less oversubscription).
+        # base width 16 (the paper: 128).
         return Config(
-            preset=name,
-            train_limit=10_000,
-            test_limit=2_000,
-            net=NetConfig(latent_dim=16, base_filters=16),
+            train_limit=10_000, test_limit=2_000, net=NetConfig(latent_dim=16, base_filters=16),
             train=TrainConfig(epochs=3, batch_size=100, lr=1e-3, progress=False),
-            gamma_lr=2e-2,
             models=ghosh_models(28 * 28, 16),
             eval=EvalConfig(
                 n_samples=1000, ndb_bins=20,
                 second_stage=SecondStageConfig(width=256, depth=3, epochs=30, batch_size=128,
                                                lr=1e-3, lr_milestones=(20,)),
             ),
-            device="cpu",
-            threads=1,
+            **cpu,
         )
     if name.startswith("paper"):
         dataset = {"paper": "mnist", "paper_cifar10": "cifar10",
@@ -268,18 +261,13 @@ def preset(name: str) -> Config:
         )
     if name == "smoke":
         return Config(
-            preset=name,
-            train_limit=64,
-            test_limit=64,
-            net=NetConfig(latent_dim=4, base_filters=2),
+            train_limit=64, test_limit=64, net=NetConfig(latent_dim=4, base_filters=2),
             train=TrainConfig(epochs=1, batch_size=32, lr=1e-3, progress=False),
-            gamma_lr=2e-2,
             models=ghosh_models(28 * 28, 4),
             eval=EvalConfig(n_samples=32, ndb_bins=4, gmm_components=2,
                             second_stage=SecondStageConfig(width=16, depth=3, epochs=2,
                                                            batch_size=32)),
-            device="cpu",
-            threads=1,
+            **cpu,
         )
     raise ValueError(f"unknown preset {name!r}; choose quick, paper, paper_cifar10, "
                      "paper_celeba or smoke")
@@ -291,8 +279,7 @@ def preset(name: str) -> Config:
 def load_data(dataset: str, root: str | None, train_limit: int | None,
               test_limit: int | None, subset_seed: int = 0) -> tuple[Tensor, Tensor]:
     """``(train, test)`` images in [0, 1]: ``*_limit`` images of each official split, a seeded
-    random subset (MNIST and CIFAR-10 are not ordered at random: the first MNIST test images come
-    from other writers than the rest, so a prefix is a biased sample). CelebA: the first ids."""
+    random subset (``_common.random_subset``) for MNIST and CIFAR-10; CelebA: the first ids."""
     if dataset == "celeba":
         from balance.data.celeba import load_celeba
 
@@ -310,13 +297,8 @@ def load_data(dataset: str, root: str | None, train_limit: int | None,
     else:
         raise ValueError(f"unknown dataset {dataset!r}; choose {sorted(DATASETS)}")
     gen = torch.Generator().manual_seed(subset_seed)
-
-    def subset(x: Tensor, limit: int | None) -> Tensor:
-        if limit is None or limit >= x.shape[0]:
-            return x
-        return x[torch.randperm(x.shape[0], generator=gen)[:limit]]
-
-    return subset(train, train_limit), subset(test, test_limit)
+    return (common.random_subset(train, train_limit, gen),
+            common.random_subset(test, test_limit, gen))
 
 
 # ------------------------------------------------------------------------------------ models
@@ -364,38 +346,16 @@ def loss_for(spec: ModelSpec) -> Callable:
     ))
 
 
-def optimizer_for(model: nn.Module, cfg: TrainConfig, gamma_lr: float | None):
-    """Adam; the GaussianVAE's log-variance gets ``gamma_lr`` (Adam moves it by about lr per
-    step, so a short run needs a larger one to reach its small final value)."""
-    def make(params):
-        params = list(params)
-        gamma = [p for n, p in model.named_parameters() if n == "raw_log_gamma"]
-        if gamma_lr is None or not gamma:
-            return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas,
-                                    weight_decay=cfg.weight_decay)
-        ids = {id(p) for p in gamma}
-        rest = [p for p in params if id(p) not in ids]
-        return torch.optim.Adam(
-            [{"params": rest}, {"params": gamma, "lr": gamma_lr}],
-            lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay,
-        )
-
-    return make
-
-
 class Codec:
     """Batched, eval-mode, no-grad access to a trained model: codes and decodings."""
 
     def __init__(self, model: nn.Module, batch_size: int):
         self.model = model.eval()
         self.batch_size = batch_size
-        self.device = next(model.parameters()).device
+        self.device = module_device(model)
 
-    @torch.no_grad()
     def _map(self, fn, x: Tensor) -> Tensor:
-        outs = [fn(x[i : i + self.batch_size].to(self.device)).cpu()
-                for i in range(0, x.shape[0], self.batch_size)]
-        return torch.cat(outs)
+        return torch.cat(common.batched(lambda b: fn(b).cpu(), x, self.batch_size, self.device))
 
     def _mu(self, x: Tensor) -> Tensor:
         code = self.model.encode(x)
@@ -428,12 +388,10 @@ class ImageScorer:
     """Scores a set of images against the test images: FID (when the Inception weights exist),
     NDB/K on k-means bins of the training images, and the pixel-space MMD^2 (IMQ kernel)."""
 
-    def __init__(self, train_x: Tensor, test_x: Tensor, cfg: EvalConfig,
-                 threads: int | None = None):
+    def __init__(self, train_x: Tensor, test_x: Tensor, cfg: EvalConfig):
         from balance.metrics.fid import inception_weights_available
 
         self.cfg = cfg
-        self.threads = threads
         self.test = test_x[: cfg.n_samples]
         self.train_flat = train_x.flatten(1)
         self.fid_available = inception_weights_available()
@@ -451,16 +409,13 @@ class ImageScorer:
 
     def ndb(self, images: Tensor) -> dict[str, float]:
         """NDB, NDB/K and JS divergence of ``images`` against the training images' bins."""
-        from threadpoolctl import threadpool_limits
-
         from balance.metrics.ndb import NDBBins
 
-        # k-means and nearest-centre search on a few thousand images: BLAS/OpenMP threads
-        # only add contention on a small shared machine (``threads`` of the config).
-        with threadpool_limits(limits=self.threads):
-            if self._ndb is None:
-                self._ndb = NDBBins.fit(self.train_flat, self.cfg.ndb_bins, seed=self.cfg.seed)
-            res = self._ndb.evaluate(images.flatten(1))
+        # k-means on a few thousand images: BLAS/OpenMP threads as capped by main's
+        # limit_threads (more only add contention on a small shared machine).
+        if self._ndb is None:
+            self._ndb = NDBBins.fit(self.train_flat, self.cfg.ndb_bins, seed=self.cfg.seed)
+        res = self._ndb.evaluate(images.flatten(1))
         return {"ndb": int(res.ndb), "ndb_over_k": float(res.ndb_over_k), "js": float(res.js)}
 
     def mmd(self, images: Tensor) -> float:
@@ -559,42 +514,36 @@ def to_uint8(images: Tensor) -> np.ndarray:
 # -------------------------------------------------------------------------------- run driver
 
 
-def _read_json(path: Path):
-    from balance.runs import read_json
-
-    return read_json(path)
-
-
 def run_model(spec: ModelSpec, config: Config, data: Callable[[], tuple[Tensor, Tensor]],
               scorer: Callable[[], ImageScorer], run_dir: Path, progress: bool) -> dict:
     """Train (or resume) and evaluate one row; skipped when its results.json exists."""
-    from balance.runs import prepare_run, write_json
     from balance.train import train
 
     stage_dir = run_dir / spec.name
-    if (stage_dir / RESULTS_FILE).is_file():
-        return _read_json(stage_dir / RESULTS_FILE)
-    start = time.perf_counter()
+    done = common.stage_done(stage_dir)
+    if done is not None:
+        return done
+    timer = common.Timer()
     train_x, test_x = data()
     channels, side = train_x.shape[1], train_x.shape[-1]
     identity = {"spec": spec, "net": net_for(spec, config.net), "train": config.train,
                 "dataset": config.dataset, "train_limit": config.train_limit,
                 "subset_seed": config.subset_seed}
-    prepare_run(stage_dir, _strip_runtime(identity), device=config.device)
+    common.prepare(stage_dir, identity, config.device)
     torch.manual_seed(config.train.seed)
     model = build_model(spec, config.net, channels, side)
     train_cfg = replace(config.train, device=config.device, progress=progress,
                         lr=spec.lr if spec.lr is not None else config.train.lr)
     gamma_lr = config.gamma_lr if spec.kind == "2svae" else None
     history = train(model, loss_for(spec), train_x, train_cfg, run_dir=stage_dir,
-                    optimizer_fn=optimizer_for(model, train_cfg, gamma_lr))
+                    optimizer_fn=common.gamma_adam(model, train_cfg, gamma_lr))
     train_time = float(sum(h.get("time_s", 0.0) for h in history))
-    eval_start = time.perf_counter()
+    eval_timer = common.Timer()
     metrics, grids = evaluate_model(model, spec, train_x, test_x, scorer(), config.eval,
                                     stage_dir, config.device)
     np.savez_compressed(stage_dir / SAMPLES_FILE, **grids)
     last = {k: v for k, v in history[-1].items() if isinstance(v, int | float)} if history else {}
-    results = {
+    return common.save_stage(stage_dir, {
         "model": spec.name,
         "label": spec.label or LABELS.get(spec.name, spec.name),
         "spec": asdict(spec),
@@ -603,74 +552,21 @@ def run_model(spec: ModelSpec, config: Config, data: Callable[[], tuple[Tensor, 
         **metrics,
         "final_epoch": last,
         "train_time_s": train_time,
-        "eval_time_s": time.perf_counter() - eval_start,
-        "wall_time_s": time.perf_counter() - start,
-    }
-    write_json(stage_dir / RESULTS_FILE, results)
-    return results
+        "eval_time_s": eval_timer(),
+        "wall_time_s": timer(),
+    })
 
 
-RUNTIME_FIELDS = frozenset({"device", "progress", "threads"})
-
-
-def _strip_runtime(config: Any) -> dict:
-    """``config`` as JSON without runtime settings: resuming elsewhere is the same run."""
-    from balance.runs import config_to_dict
-
-    def strip(value):
-        if isinstance(value, dict):
-            return {k: strip(v) for k, v in value.items() if k not in RUNTIME_FIELDS}
-        if isinstance(value, list):
-            return [strip(v) for v in value]
-        return value
-
-    if isinstance(config, dict):
-        return strip({k: config_to_dict(v) if _is_dataclass(v) else v
-                      for k, v in config.items()})
-    return strip(config_to_dict(config))
-
-
-def _is_dataclass(value) -> bool:
-    import dataclasses
-
-    return dataclasses.is_dataclass(value) and not isinstance(value, type)
-
-
-def lazy(fn: Callable[[], Any]) -> Callable[[], Any]:
-    """Call ``fn`` once, on first use (data and scorer are skipped for finished runs)."""
-    cache: list = []
-
-    def get():
-        if not cache:
-            cache.append(fn())
-        return cache[0]
-
-    return get
-
-
-def reference_scores(config: Config, run_dir: Path) -> dict[str, Any] | None:
+def reference_scores(config: Config, run_dir: Path,
+                     data: Callable[[], tuple[Tensor, Tensor]]) -> dict[str, Any] | None:
     """Held-out real images scored like a column (saved once in ``reference.json``)."""
-    from balance.runs import write_json
-
     path = run_dir / "reference.json"
     if path.is_file():
-        return _read_json(path)
-    train_x, test_x = load_data(config.dataset, config.data_root, config.train_limit,
-                                config.test_limit, config.subset_seed)
-    scores = ImageScorer(train_x, test_x, config.eval, config.threads).reference(test_x)
+        return read_json(path)
+    train_x, test_x = data()
+    scores = ImageScorer(train_x, test_x, config.eval).reference(test_x)
     write_json(path, scores)
     return scores
-
-
-def run_all(config: Config, run_dir: Path, progress: bool) -> dict[str, dict]:
-    """Every model of ``config`` (resumable); {name: results}."""
-    if config.threads is not None:
-        torch.set_num_threads(int(config.threads))
-    data = lazy(lambda: load_data(config.dataset, config.data_root, config.train_limit,
-                                  config.test_limit, config.subset_seed))
-    scorer = lazy(lambda: ImageScorer(*data(), config.eval, config.threads))
-    return {spec.name: run_model(spec, config, data, scorer, run_dir, progress)
-            for spec in config.models}
 
 
 def combine_samples(run_dir: Path, names: Sequence[str]) -> Path:
@@ -686,6 +582,40 @@ def combine_samples(run_dir: Path, names: Sequence[str]) -> Path:
     return out
 
 
+def run_models(name: str, config: Config, run_dir: Path | None,
+               progress: bool) -> tuple[Path, dict]:
+    """Run (or resume) every model of ``config`` in ``run_dir`` (default
+    ``runs/<name>/<preset>``); returns the folder and the results common to this script and
+    ``dae_sweep`` (header, held-out reference scores, models, FID status, times). Call inside
+    ``limit_threads(config.threads)``."""
+    timer = common.Timer()
+    run_dir = common.open_run(config, run_dir, Path("runs") / name / config.preset)
+    data = common.lazy(lambda: load_data(config.dataset, config.data_root, config.train_limit,
+                                         config.test_limit, config.subset_seed))
+    scorer = common.lazy(lambda: ImageScorer(*data(), config.eval))
+    models = {spec.name: run_model(spec, config, data, scorer, run_dir, progress)
+              for spec in config.models}
+    combine_samples(run_dir, list(models))
+    return run_dir, {
+        **common.results_header(name, config),
+        "dataset": config.dataset,
+        "reference": reference_scores(config, run_dir, data),
+        "fid": "computed" if fid_done(models) else NA_FID,
+        "models": models,
+        "wall_time_s": float(sum(m["wall_time_s"] for m in models.values())),
+        "this_invocation_s": timer(),
+    }
+
+
+def fid_done(models: dict) -> bool:
+    return any(isinstance(c.get("fid"), float) for m in models.values()
+               for c in m["columns"].values())
+
+
+def fid_note(results: dict) -> str:
+    return "" if results["fid"] == "computed" else f"FID: {NA_FID}\n\n"
+
+
 # --------------------------------------------------------------------------------- the table
 
 
@@ -694,10 +624,10 @@ def directions(models: dict[str, dict]) -> dict[str, Any]:
     better), each a yes/no (or a count) in the results:
 
     - ``gmm_beats_normal``: ex-post GMM sampling beats N(0, I) for the deterministic
-      autoencoders (paper: all of them) and ``vae_gmm_beats_normal`` for the VAE (17.66 < 19.21);
+      autoencoders and ``vae_gmm_beats_normal`` for the VAE (paper: 17.66 < 19.21);
     - ``best_rae_gmm_le_vae_gmm``: the best regularized AE under GMM sampling matches or beats
       the VAE under GMM sampling (paper: RAE-L2 8.69 vs 17.66);
-    - ``ae_worst_normal``: the unregularized AE is the worst N(0, I) sampler (paper: 58.73).
+    - ``ae_worst_normal``: the unregularized AE is the worst N(0, I) sampler.
     """
     out: dict[str, Any] = {}
     det = [m for m in ("rae_gp", "rae_l2", "rae_sn", "rae", "ae", "wae") if m in models]
@@ -732,19 +662,20 @@ TABLE_HEADERS = (
 
 
 def table_rows(results: dict) -> list[list]:
+    """Ours beside the paper's FID ("n/a" without the Inception weights, "–" where the paper
+    value is not given), then the FID-free metrics; first the held-out real images."""
     paper = results.get("paper", {})
     rows = []
     ref = results.get("reference")
     if ref:
-        rows.append(["held-out test images", ref["fid"], None, None, None, None, None, None,
-                     None, None, None, ref["ndb_over_k"], None, None, None, ref["mmd_x"],
-                     None, None, None])
+        rows.append(["held-out test images", shorten_na(ref["fid"]), *[None] * 9,
+                     ref["ndb_over_k"], None, None, None, ref["mmd_x"], None, None, None])
     for name, r in results["models"].items():
         cols = r["columns"]
         p = paper.get(name, {})
         rows.append([
             r["label"],
-            *[cols.get(c, {}).get("fid") for c in COLUMNS],
+            *[shorten_na(cols.get(c, {}).get("fid")) for c in COLUMNS],
             *[p.get(c) for c in COLUMNS],
             r["rec_error"], r["mmd_q_prior"],
             *[cols.get(c, {}).get("ndb_over_k") for c in COLUMNS],
@@ -753,119 +684,42 @@ def table_rows(results: dict) -> list[list]:
     return rows
 
 
-def fmt(value: Any, digits: int = 4) -> str:
-    """A table cell: numbers to ``digits`` significant figures; the FID placeholder as "n/a"."""
-    if value is None:
-        return "-"
-    if isinstance(value, str):
-        return "n/a" if value == NA_FID else value
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return str(value)
-    if not math.isfinite(float(value)):
-        return str(value)
-    return f"{float(value):.{digits}g}"
-
-
-def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(fmt(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
-def csv_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    import csv
-    import io
-
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(headers)
-    writer.writerows([[fmt(c, 6) for c in row] for row in rows])
-    return buffer.getvalue()
-
-
 def main(config: Config, run_dir: Path | None = None, *, progress: bool = True) -> dict:
     """Run (or resume) every model of ``config``; write and return the combined results."""
-    from balance.runs import device_name, pick_device, prepare_run, write_json, write_text
-
-    start = time.perf_counter()
-    run_dir = Path(run_dir) if run_dir is not None else DEFAULT_RUN_ROOT / config.preset
-    prepare_run(run_dir, _strip_runtime(config), device=config.device)
-    models = run_all(config, run_dir, progress)
-    combine_samples(run_dir, list(models))
-    device = pick_device(config.device)
-    results = {
-        "experiment": NAME,
-        "reference": reference_scores(config, run_dir),
-        "preset": config.preset,
-        "dataset": config.dataset,
-        "device": str(device),
-        "device_name": device_name(device),
-        "torch_threads": torch.get_num_threads(),
-        "fid": "computed" if models and fid_done(models) else NA_FID,
-        "models": models,
-        "paper": PAPER.get(config.dataset, {}),
-        "paper_source": "Ghosh et al. (2020), Table 1 (FID)",
-        "paper_confirmed": PAPER_CONFIRMED.get(config.dataset, {}),
-        "directions": directions(models),
-        "wall_time_s": float(sum(m["wall_time_s"] for m in models.values())),
-        "this_invocation_s": time.perf_counter() - start,
-    }
+    with limit_threads(config.threads):
+        run_dir, results = run_models(NAME, config, run_dir, progress)
+    results.update(paper=PAPER.get(config.dataset, {}), paper_source=PAPER_SOURCE,
+                   directions=directions(results["models"]))
     write_json(run_dir / RESULTS_FILE, results)
-    rows = table_rows(results)
-    write_text(run_dir / "table.md", fid_note(results) + markdown_table(TABLE_HEADERS, rows))
-    write_text(run_dir / "table.csv", csv_table(TABLE_HEADERS, rows))
+    common.write_table(run_dir, "table", TABLE_HEADERS, table_rows(results),
+                       before=fid_note(results))
     return results
 
 
-def fid_note(results: dict) -> str:
-    return "" if results["fid"] == "computed" else f"FID: {NA_FID}\n\n"
-
-
-def fid_done(models: dict) -> bool:
-    return any(isinstance(c.get("fid"), float) for m in models.values()
-               for c in m["columns"].values())
-
-
 def report(results: dict) -> str:
-    lines = [fid_note(results) + markdown_table(TABLE_HEADERS, table_rows(results))]
-    lines += [f"{k}: {fmt(v)}" for k, v in results["directions"].items()]
-    lines.append(f"device: {results['device_name']}; wall time {results['wall_time_s']:.0f} s")
-    return "\n".join(lines)
+    table = fid_note(results) + markdown_table(TABLE_HEADERS, table_rows(results))
+    return common.report(results, [table], results["directions"])
 
 
 def parser(doc: str, presets: Sequence[str], default_root: Path) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=doc.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", choices=list(presets), default="quick")
-    p.add_argument("--run-dir", type=Path, default=None,
-                   help=f"run folder (default: {default_root}/<preset>); re-running resumes it")
-    p.add_argument("--data-root", default=None, help="data root (default: $BALANCE_DATA)")
-    p.add_argument("--device", default=None, help="auto, cpu, cuda... (default: the preset's)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    """The common command line (progress bars off by default: many short runs) and
+    ``--models``."""
+    p = common.parser(doc.split("\n\n")[0], presets, default_root, progress=False)
     p.add_argument("--models", default=None,
                    help="comma-separated subset of the preset's models (default: all)")
-    p.add_argument("--progress", action="store_true", help="show training progress bars")
     return p
 
 
 def apply_overrides(config: Config, args: argparse.Namespace) -> Config:
-    changes: dict[str, Any] = {}
-    if args.device is not None:
-        changes["device"] = args.device
-    if args.threads is not None:
-        changes["threads"] = args.threads
-    if args.data_root is not None:
-        changes["data_root"] = args.data_root
+    config = common.apply_args(config, args)
     if args.models:
         wanted = [m.strip() for m in args.models.split(",") if m.strip()]
         known = {m.name: m for m in config.models}
         unknown = sorted(set(wanted) - set(known))
         if unknown:
             raise SystemExit(f"unknown models {unknown}; choose from {sorted(known)}")
-        changes["models"] = tuple(known[m] for m in wanted)
-    return replace(config, **changes)
+        config = replace(config, models=tuple(known[m] for m in wanted))
+    return config
 
 
 PRESETS = ("quick", "paper", "paper_cifar10", "paper_celeba", "smoke")

@@ -6,8 +6,9 @@
 For each entry of :data:`REGISTRY` whose results folders exist, calls
 ``paper_figures.<name>.make(results_folder, out/<name>)`` once per folder (each figure module
 reads only what that folder holds; nothing is trained or recomputed), checks that the
-declared outputs were written, gives every Markdown or CSV table without a LaTeX twin a ``.tex``
-(:mod:`paper_figures.style`), and prints
+declared outputs were written (every figure as PNG and PDF, every table as Markdown and LaTeX,
+both written by the module through :mod:`paper_figures.style`; a file without its twin is
+reported), and prints
 
 - the results folders it used, each with its preset and, where the saved JSON records them,
   device, wall time and code commit;
@@ -22,9 +23,9 @@ and the like, e.g. fresh ones on a GPU machine with ``--runs paper``) instead of
 copies under ``results/``.
 
 Adding an entry: write ``paper_figures/<name>.py`` with ``make(results_dir, out_dir) ->
-list[Path]`` (use :mod:`paper_figures.style` for rcParams, ``save_figure`` and ``write_table``)
-and add an :class:`Entry` below naming its results folders, the commands that make them and
-the files it writes.
+list[Path]`` (use :mod:`paper_figures.style` for rcParams, ``save_figure`` and ``write_table``;
+end it with ``style.cli(make, __doc__, NAME)`` to run it on its own) and add an :class:`Entry`
+below naming its results folders, the commands that make them and the files it writes.
 """
 
 from __future__ import annotations
@@ -107,20 +108,29 @@ def _command(experiment: str, *extra: str) -> str:
     return " ".join(["python", f"experiments/{experiment}.py", "--preset", "{preset}", *extra])
 
 
+def _both(*stems: str, formats: tuple[str, ...]) -> tuple[str, ...]:
+    """``stem.<format>`` for every stem and format, e.g. a figure's PNG and PDF."""
+    return tuple(f"{stem}.{ext}" for stem in stems for ext in formats)
+
+
+FIGURE = ("png", "pdf")
+TABLE = ("md", "tex")
+TABLE_CSV = ("md", "tex", "csv")
+
+
 AFFINE = Source(
     "affine_landscape",
     commands=(_command("affine_landscape"),),
     run_dir="runs/affine_landscape/{preset}",
     copy=("config.json", "results.json", "table.csv"),
-    outputs=("affine_barrier.png", "affine_barrier.pdf"),
+    outputs=_both("affine_barrier", formats=FIGURE),
 )
 KAPPA = Source(
     "kappa_sweep",
     commands=(_command("kappa_sweep"),),  # both variants (skip, noskip) into one results.json
     run_dir="runs/kappa_sweep/{preset}_mnist",
     copy=("config.json", "results.json", "table.md"),
-    outputs=("kappa_sweep.png", "kappa_sweep.pdf", "kappa_sweep_table.md",
-             "kappa_sweep_table.tex"),
+    outputs=_both("kappa_sweep", formats=FIGURE) + _both("kappa_sweep_table", formats=TABLE),
 )
 KAPPA_MANIFOLD = Source(
     "kappa_sweep_manifold",
@@ -143,7 +153,8 @@ DAE = dict(
 GRIDS = dict(needs=("results.json", "samples.npz"), copy=("results.json", "samples.npz"))
 
 #: Every expected table and figure: module, results folders, commands, outputs. The outputs
-#: listed are the ones each module must write (tables as .md; every .md also gets a .tex).
+#: listed are the ones each module must write: figures as PNG and PDF, tables as Markdown and
+#: LaTeX (and CSV where listed).
 REGISTRY: tuple[Entry, ...] = (
     Entry(
         "affine_barrier",
@@ -161,27 +172,35 @@ REGISTRY: tuple[Entry, ...] = (
         "E2, Table 2 and Figure 1: learned vs fixed gamma on CelebA 64/128",
         (Source("gamma_fixed_vs_learned", commands=(_command("gamma_fixed_vs_learned"),),
                 run_dir="runs/gamma_fixed_vs_learned/{preset}",
-                outputs=("figure1_grad_norm.png", "figure1_grad_norm.pdf", "table2.md")),),
+                outputs=_both("figure1_grad_norm", formats=FIGURE)
+                + _both("table2", formats=TABLE_CSV)),),
     ),
     Entry(
         "celeba_fid_ndb",
         "E3, Tables 3 and 4: CelebA-128 FID and NDB (VAE+, VAE, WAE-MMD, Downsample)",
         (Source("celeba_fid_ndb", commands=(_command("celeba_fid_ndb"),),
                 run_dir="runs/celeba_fid_ndb/{preset}",
+                needs=("results.json", "sample_grid.png", "reconstruction_grid.png"),
                 copy=("results.json", "sample_grid.png", "reconstruction_grid.png"),
-                outputs=("figure_ndb_fd.png", "figure_ndb_fd.pdf", "table3.md", "table4.md")),),
+                outputs=_both("figure_ndb_fd", "figure_samples", formats=FIGURE)
+                + _both("table3", "table4", formats=TABLE_CSV)),),
     ),
     Entry(
         "rae_table",
         "E4 and E5: RAE table (Ghosh et al. Table 1) and DAE sweep (Daly et al. Tables 2-3)",
-        (Source(**RAE, outputs=("rae_table_fid.md", "rae_table_metrics.md", "rae_table.png")),
-         Source(**DAE, outputs=("dae_sweep.md", "dae_sweep.png"))),
+        (Source(**RAE, outputs=_both("rae_table_fid", formats=TABLE)
+                + _both("rae_table_metrics", formats=TABLE_CSV)
+                + _both("rae_table", formats=FIGURE)),
+         Source(**DAE, outputs=_both("dae_sweep", formats=TABLE_CSV)
+                + _both("dae_sweep_paper", formats=TABLE) + _both("dae_sweep", formats=FIGURE))),
     ),
     Entry(
         "sample_grids",
-        "E4 and E5: sample, reconstruction and interpolation grids",
-        (Source(**RAE, **GRIDS, outputs=("rae_table_*.png",)),
-         Source(**DAE, **GRIDS, outputs=("dae_sweep_*.png",))),
+        "E4 and E5: sample, reconstruction and interpolation grids (a compact summary each)",
+        (Source(**RAE, **GRIDS, outputs=_both("rae_table_summary", "rae_table_rec",
+                                              "rae_table_interp_path", formats=FIGURE)),
+         Source(**DAE, **GRIDS, outputs=_both("dae_sweep_summary", "dae_sweep_rec",
+                                              "dae_sweep_interp_path", formats=FIGURE))),
     ),
 )
 
@@ -281,40 +300,12 @@ def _module_exists(name: str) -> bool:
         return False
 
 
-def _latex_twins(paths: Sequence[Path]) -> list[Path]:
-    """A ``.tex`` beside each written ``.md`` (its pipe tables) or lone ``.csv`` table that
-    has none, so that every table exists in both formats."""
-    from paper_figures import style
-
-    made = []
-    written = {Path(p) for p in paths}
-    for path in paths:
-        path = Path(path)
-        tex = path.with_suffix(".tex")
-        if path.suffix not in (".md", ".csv") or tex in written:
-            continue
-        if path.suffix == ".csv" and path.with_suffix(".md") in written:
-            continue  # the Markdown twin (with its notes) is converted instead
-        if path.suffix == ".md":
-            tables, other = style.parse_markdown_tables(path.read_text(encoding="utf-8"))
-            if not tables:
-                continue
-            caption = other[0] if other and other[0] else None
-            notes = other[1:] if caption else other
-            chunks = []
-            for i, (columns, rows) in enumerate(tables):
-                last = i == len(tables) - 1
-                label = f"tab:{path.stem}" + (f"-{i + 1}" if len(tables) > 1 else "")
-                chunks.append(style.latex_table(columns, rows, caption=caption if i == 0 else
-                                                None, notes=notes if last else None,
-                                                label=label))
-            text = "\n".join(chunks)
-        else:
-            columns, rows = style.read_csv_table(path)
-            text = style.latex_table(columns, rows, label=f"tab:{path.stem}")
-        tex.write_text(text, encoding="utf-8")
-        made.append(tex)
-    return made
+def _twin_notes(paths: Sequence[Path]) -> list[str]:
+    """The written figures without a vector PDF twin and tables without a LaTeX twin (a
+    module that saves through ``paper_figures.style`` writes both)."""
+    lonely = {".png": ".pdf", ".md": ".tex"}
+    return [f"{p.name} without {p.with_suffix(lonely[p.suffix]).name}" for p in paths
+            if p.suffix in lonely and not p.with_suffix(lonely[p.suffix]).is_file()]
 
 
 def _use_agg() -> None:
@@ -384,15 +375,9 @@ def run(entries: Sequence[Entry], results_root: Path, out_root: Path, *,
             lost = [_shown(p) for p in paths if not p.is_file()]
             if lost:
                 report.notes.append(f"{where} returned paths that are not files: {lost}")
-            try:
-                files += _latex_twins(files)
-            except Exception:
-                report.failures.append((f"{where}: LaTeX twins", traceback.format_exc()))
-            raster = [p.name for p in files
-                      if p.suffix == ".png" and not p.with_suffix(".pdf").is_file()]
-            if raster:
-                report.notes.append(f"{where}: {len(raster)} PNG without a PDF twin (raster "
-                                    f"only): {', '.join(raster)}")
+            lonely = _twin_notes(files)
+            if lonely:
+                report.notes.append(f"{where}: {'; '.join(lonely)}")
             report.used.append(Used(entry.name, folder, run_info(folder), out_dir, files))
             report.written.extend(p for p in files if p not in report.written)
             print(f"  {_shown(folder)} -> {len(files)} files in "

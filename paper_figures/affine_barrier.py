@@ -9,93 +9,64 @@
 (b) The same paths seen through the squared norms of the two decoder columns that exchange the
     direction: every path must leave the axes, where the energy is minimal.
 
-Usage::
+Writes ``affine_barrier.png`` / ``.pdf``.
 
-    python paper_figures/affine_barrier.py runs/affine_landscape/quick --out runs/figures
+Usage: ``python paper_figures/affine_barrier.py [RESULTS_DIR] [--out OUT_DIR]`` (default
+``results/affine_landscape``).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 
-NAME = "affine_barrier"
+try:  # as part of the package (python -m paper_figures, tests)
+    from paper_figures import style
+except ImportError:  # run as a script: paper_figures/ is on sys.path
+    import style
 
-# Okabe-Ito colour-blind-safe palette; line styles and markers also differ per path.
-STYLE = {
-    "rotation": {"color": "#0072B2", "linestyle": "-", "marker": "o", "label": "latent rotation"},
-    "linear": {"color": "#D55E00", "linestyle": "--", "marker": "s", "label": "straight line"},
-    "string": {"color": "#009E73", "linestyle": "-.", "marker": "^", "label": "string method"},
-}
+NAME = "affine_barrier"
+EXPERIMENT = "affine_landscape"
+PATHS = {"rotation": "latent rotation", "linear": "straight line", "string": "string method"}
 
 
 def make(results_dir: Path, out_dir: Path) -> list[Path]:
     """Draw the figure from ``results_dir/results.json``; write PNG and PDF into ``out_dir``
     and return their paths."""
-    from matplotlib.figure import Figure  # lazy; Figure needs no GUI backend
-
-    results_dir, out_dir = Path(results_dir), Path(out_dir)
-    path = results_dir / "results.json"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} not found: run experiments/affine_landscape.py first (its run folder holds "
-            "results.json)"
-        )
-    results = json.loads(path.read_text())
+    results = style.read_results(results_dir, EXPERIMENT)
     featured = results.get("featured")
     if not featured or not featured.get("profiles"):
-        raise ValueError(f"{path} has no barrier profiles (the featured case has one minimum)")
+        raise ValueError(f"{Path(results_dir) / 'results.json'} has no barrier profiles (the "
+                         "featured case has one minimum)")
     case, profiles = featured["case"], featured["profiles"]
-    end = featured["barrier_end"]
-    src, dst = 0, end["active"][0]
+    src, dst = 0, featured["barrier_end"]["active"][0]
 
-    fig = Figure(figsize=(8.0, 3.4), layout="constrained")
-    ax_e, ax_w = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.5, 1.0]})
-    for name, prof in profiles.items():
-        style = STYLE.get(name, {"color": "#000000", "linestyle": ":", "marker": "x",
-                                 "label": name})
-        n = len(prof["t"])
-        every = max(1, n // 10)
-        label = f"{style['label']} (barrier {prof['height']:.3f})"
-        kw = {"color": style["color"], "linestyle": style["linestyle"], "marker": style["marker"],
-              "markevery": every, "markersize": 4, "linewidth": 1.6}
-        ax_e.plot(prof["t"], prof["energy_minus_min"], label=label, **kw)
-        norms = prof["column_norms2"]
-        ax_w.plot([row[src] for row in norms], [row[dst] for row in norms], **kw)
-    formula = featured.get("rotation_barrier_formula")
-    if formula is not None:
-        ax_e.axhline(formula, color="#555555", linestyle=":", linewidth=1.0,
-                     label=r"closed form $\log\frac{(\ell_1+\gamma)^2}{4\gamma\ell_1}$")
-    ax_e.axhline(0.0, color="#999999", linewidth=0.8)
-    ax_e.set_xlabel("position along the path (0: minimum A, 1: minimum B)")
-    ax_e.set_ylabel(r"$L - L^*$ (nats $\times$ 2 per sample)")
-    ax_e.set_title(
-        f"(a) energy along paths between two minima\n"
-        f"d={case['d']}, r={case['r']}, $\\kappa$={case['kappa']}, $\\gamma$={case['gamma']:g}",
-        fontsize=10,
-    )
-    ax_e.legend(fontsize=8, frameon=False)
-    ax_w.set_xlabel(f"$\\|w_{{{src + 1}}}\\|^2$ (slot of the direction in A)")
-    ax_w.set_ylabel(f"$\\|w_{{{dst + 1}}}\\|^2$ (slot of the direction in B)")
-    ax_w.set_title("(b) the paths in decoder-column norms", fontsize=10)
-    ax_w.set_aspect("equal", adjustable="datalim")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for ext in ("png", "pdf"):
-        target = out_dir / f"{NAME}.{ext}"
-        fig.savefig(target, dpi=200)
-        written.append(target)
-    return written
+    with style.context():
+        fig, (ax_e, ax_w) = style.figure((7.0, 3.3), ncols=2, width_ratios=[1.5, 1.0])
+        for i, (name, prof) in enumerate(profiles.items()):
+            kw = {**style.series_style(i), "markevery": max(1, len(prof["t"]) // 10)}
+            label = f"{PATHS.get(name, name)} (barrier {prof['height']:.3f})"
+            ax_e.plot(prof["t"], prof["energy_minus_min"], label=label, **kw)
+            norms = prof["column_norms2"]
+            ax_w.plot([row[src] for row in norms], [row[dst] for row in norms], **kw)
+        formula = featured.get("rotation_barrier_formula")
+        if formula is not None:
+            ax_e.axhline(formula, color=style.GREY, linestyle=":", linewidth=1.0,
+                         label=r"closed form $\log\frac{(\ell_1+\gamma)^2}{4\gamma\ell_1}$")
+        ax_e.axhline(0.0, color="#BBBBBB", linewidth=0.8)
+        ax_e.set_xlabel("position along the path (0: minimum A, 1: minimum B)")
+        ax_e.set_ylabel(r"$L - L^*$ (nats $\times$ 2 per sample)")
+        ax_e.set_title("(a) energy along three paths between two minima")
+        ax_w.set_xlabel(f"$\\|w_{{{src + 1}}}\\|^2$ (column holding the direction in A)")
+        ax_w.set_ylabel(f"$\\|w_{{{dst + 1}}}\\|^2$ (column holding it in B)")
+        ax_w.set_title("(b) the paths in decoder-column norms")
+        ax_w.set_aspect("equal", adjustable="datalim")
+        fig.suptitle(
+            f"Affine VAE: energy barrier between two global minima (d = {case['d']}, "
+            f"r = {case['r']}, $\\kappa$ = {case['kappa']}, $\\gamma$ = {case['gamma']:g}; "
+            f"{style.run_label(results)})")
+        style.legend_below(fig, [ax_e], ncols=2)
+        return style.save_figure(fig, out_dir, NAME)
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="Energy barrier between two affine-VAE minima.")
-    parser.add_argument("results_dir", type=Path, nargs="?",
-                        default=Path("results") / "affine_landscape",
-                        help="run folder holding results.json (default results/affine_landscape)")
-    parser.add_argument("--out", type=Path, default=Path("runs") / "figures",
-                        help="output folder (default runs/figures)")
-    args = parser.parse_args()
-    for p in make(args.results_dir, args.out):
-        print(p)
+    style.cli(make, __doc__, NAME, Path("results") / EXPERIMENT)

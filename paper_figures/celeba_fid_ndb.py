@@ -5,25 +5,24 @@ Reads only what ``experiments/celeba_fid_ndb.py`` saved (``results.json`` and
 ``sample_grid.png`` / ``reconstruction_grid.png`` in a run folder or its copy under
 ``results/celeba_fid_ndb/``) and writes
 
-- ``table3.md`` / ``.csv``: reconstruction and generation FID (ours beside the paper's; "n/a (no
-  Inception weights)" when the run had no weights file), reconstruction error, the Frechet
+- ``table3.md`` / ``.tex`` / ``.csv``: reconstruction and generation FID (ours beside the
+  paper's; "n/a" when the run had no Inception weights file), reconstruction error, the Frechet
   distance in the frozen AE's feature space (FD-AE) of reconstructions and samples, latent MMD^2;
-- ``table4.md`` / ``.csv``: NDB/K for each K, ours beside the paper's;
-- ``figure_ndb_fd.png`` / ``.pdf``: NDB/K against K per model (paper's as hollow markers), and
-  FD-AE of reconstructions and of samples per model;
+- ``table4.md`` / ``.tex`` / ``.csv``: NDB/K for each K, ours beside the paper's;
+- ``figure_ndb_fd.png`` / ``.pdf``: NDB/K against K per model (the paper's hollow and dotted),
+  and FD-AE of reconstructions and of samples per model;
 - ``figure_samples.png`` / ``.pdf``: the sample (and reconstruction) grids with row labels.
+
+"–" marks a number the paper does not give.
 
 Usage: ``python paper_figures/celeba_fid_ndb.py [RESULTS_DIR] [--out OUT_DIR]``.
 """
 
 from __future__ import annotations
 
-import argparse
-import csv
-import io
-import json
-import math
 from pathlib import Path
+
+from balance.reporting import is_missing, shorten_na
 
 try:  # as part of the package (python -m paper_figures, tests)
     from paper_figures import style
@@ -31,9 +30,7 @@ except ImportError:  # run as a script: paper_figures/ is on sys.path
     import style
 
 NAME = "celeba_fid_ndb"
-DEFAULT_RESULTS = Path("results") / NAME
-DEFAULT_OUT = Path("paper_figures") / "out" / NAME
-# Okabe-Ito (colour-blind safe), one colour per model.
+# Okabe-Ito (colour-blind safe), one colour and marker per model.
 COLORS = {
     "real": style.OKABE_ITO["black"],
     "downsample": style.OKABE_ITO["bluish_green"],
@@ -49,37 +46,12 @@ TABLE3_HEADERS = (
 )
 
 
-def _fmt(value, digits: int = 3) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return str(value)
-    return f"{float(value):.{digits}g}" if math.isfinite(float(value)) else str(value)
-
-
-def _write(rows: list[list], headers, out_dir: Path, stem: str, caption: str,
-           notes: list[str]) -> list[Path]:
-    """``stem.md`` / ``.tex`` (``paper_figures.style``) and ``stem.csv``."""
-    paths = style.write_table(headers, rows, out_dir, stem, caption=caption, notes=notes,
-                              digits=3)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(headers)
-    writer.writerows([[_fmt(c, 6) for c in row] for row in rows])
-    csv_path = out_dir / f"{stem}.csv"
-    csv_path.write_text(buffer.getvalue(), encoding="utf-8")
-    return paths + [csv_path]
-
-
 def table3_rows(results: dict) -> list[list]:
     rows = []
     for kind, m in results["models"].items():
-        paper = results.get("paper", {}).get(kind, {})
-        rows.append([m["label"], m["recon_fid"], paper.get("recon_fid"), m["gen_fid"],
+        paper = style.dig(results, "paper", kind) or {}
+        rows.append([m["label"], shorten_na(m["recon_fid"]),
+                     paper.get("recon_fid"), shorten_na(m["gen_fid"]),
                      paper.get("gen_fid"), m["rec_error"], m["fd_ae_recon"], m["fd_ae_gen"],
                      m["fd_ae_gap"], m.get("latent_mmd")])
     return rows
@@ -92,10 +64,10 @@ def table4(results: dict) -> tuple[list[str], list[list]]:
         headers += [f"NDB/K K={k} (ours)", f"K={k} (paper)"]
     rows = []
     for kind, m in results["models"].items():
-        paper = results.get("paper", {}).get(kind, {}).get("ndb_over_k", {})
         row = [m["label"]]
         for k in ks:
-            row += [m["ndb"][str(k)]["ndb_over_k"], paper.get(str(k))]
+            row += [m["ndb"][str(k)]["ndb_over_k"],
+                    style.dig(results, "paper", kind, "ndb_over_k", k)]
         rows.append(row)
     return headers, rows
 
@@ -104,7 +76,8 @@ def write_tables(results: dict, out_dir: Path) -> list[Path]:
     where = (f"Preset `{results['preset']}` on {results['device_name']}: {results['n_train']} "
              f"training images, {results['n_eval']} held-out images, "
              f"{results['wall_time_s']:.0f} s in all stages.")
-    directions = [f"{k} = {_fmt(v)}" for k, v in results.get("directions", {}).items()]
+    directions = [f"{k} = {style.format_number(v, 3)}"
+                  for k, v in results.get("directions", {}).items()]
     notes3 = [
         where,
         "Rec. error: ||x - x_rec||^2 per held-out image ([0, 1] pixels, summed over 128 x 128 x "
@@ -114,71 +87,67 @@ def write_tables(results: dict, out_dir: Path) -> list[Path]:
         "IMQ MMD^2 between the held-out codes (z ~ q(z|x); WAE: z = E(x)) and N(0, I).",
         "Directions: " + "; ".join(directions),
     ]
+    if any(is_missing(m[key]) for m in results["models"].values()
+           for key in ("recon_fid", "gen_fid")):
+        notes3.insert(1, "FID n/a: the run had no Inception weights file (pytorch-fid), so "
+                         "only the paper's FID is shown; FD-AE stands in for it.")
     plus = results["models"].get("vae_plus", {})
     if "second_stage_latent_mmd" in plus:
-        notes3.insert(2, f"VAE+ second stage: MMD^2(q(u), N(0, I)) = "
-                         f"{_fmt(plus['second_stage_latent_mmd'])} (first-stage codes: "
-                         f"{_fmt(plus.get('latent_mmd'))}); gamma_z = "
-                         f"{_fmt(plus.get('second_stage_gamma_z'))}.")
+        notes3.insert(-1, "VAE+ second stage: MMD^2(q(u), N(0, I)) = "
+                          f"{style.format_number(plus['second_stage_latent_mmd'], 3)} "
+                          "(first-stage codes: "
+                          f"{style.format_number(plus.get('latent_mmd'), 3)}); gamma_z = "
+                          f"{style.format_number(plus.get('second_stage_gamma_z'), 3)}.")
     headers4, rows4 = table4(results)
     notes4 = [where, "NDB/K: fraction of k-means bins (fitted on the training images) whose "
               "share of samples differs from the training share (two-proportion z-test, "
               "two-tailed, 0.05)."]
-    return (_write(table3_rows(results), TABLE3_HEADERS, out_dir, "table3",
-                   "Table 3: CelebA-128 reconstruction and generation (ours beside the paper)",
-                   notes3)
-            + _write(rows4, headers4, out_dir, "table4",
-                     "Table 4: CelebA-128 NDB/K (ours beside the paper)", notes4))
+    return (style.write_table(
+                TABLE3_HEADERS, table3_rows(results), out_dir, "table3", digits=3, csv=True,
+                caption="Table 3: CelebA-128 reconstruction and generation (ours beside the "
+                "paper)", notes=notes3)
+            + style.write_table(headers4, rows4, out_dir, "table4", digits=3, csv=True,
+                                caption="Table 4: CelebA-128 NDB/K (ours beside the paper)",
+                                notes=notes4))
 
 
 def plot_metrics(results: dict, out_dir: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
     models = results["models"]
     ks = results["ndb_ks"]
     with style.context():
-        fig, (ax_ndb, ax_fd) = plt.subplots(1, 2, figsize=(8.5, 3.4), constrained_layout=True)
+        fig, (ax_ndb, ax_fd) = style.figure((7.2, 3.2), ncols=2)
         for kind, m in models.items():
             color, marker = COLORS.get(kind, "#000000"), MARKERS.get(kind, "o")
-            ours = [m["ndb"][str(k)]["ndb_over_k"] for k in ks]
-            ax_ndb.plot(ks, ours, color=color, marker=marker, label=m["label"])
-            paper = results.get("paper", {}).get(kind, {}).get("ndb_over_k", {})
-            if all(str(k) in paper for k in ks):
-                ax_ndb.plot(ks, [paper[str(k)] for k in ks], color=color, marker=marker,
-                            mfc="none", ls=":", lw=1)
+            ax_ndb.plot(ks, [m["ndb"][str(k)]["ndb_over_k"] for k in ks], color=color,
+                        marker=marker, label=m["label"])
+            paper = [(k, style.dig(results, "paper", kind, "ndb_over_k", k)) for k in ks]
+            paper = [(k, v) for k, v in paper if v is not None]
+            if paper:
+                ax_ndb.plot(*zip(*paper, strict=True), color=color, marker=marker, mfc="none",
+                            linestyle=":", linewidth=1)
+        ax_ndb.plot([], [], color=style.GREY, marker="o", mfc="none", linestyle=":",
+                    linewidth=1, label="hollow, dotted: paper (Table 4)")
         ax_ndb.set_xlabel("number of bins K")
         ax_ndb.set_ylabel("NDB/K (fraction of bins)")
         ax_ndb.set_ylim(-0.02, 1.02)
         ax_ndb.set_xticks(ks)
-        ax_ndb.set_title("NDB/K (filled: ours; hollow, dotted: paper)")
-        ax_ndb.legend()
+        ax_ndb.set_title("(a) NDB/K of samples (lower is better)")
         ax_ndb.grid(True)
 
         names = list(models)
-        x = np.arange(len(names))
-        rec = [models[n]["fd_ae_recon"] for n in names]
-        gen = [models[n]["fd_ae_gen"] for n in names]
-        ax_fd.bar(x - 0.2, rec, 0.4, color=style.OKABE_ITO["sky_blue"], label="reconstructions")
-        ax_fd.bar(x + 0.2, gen, 0.4, color=style.OKABE_ITO["vermillion"], hatch="//",
-                  label="samples")
-        ax_fd.set_xticks(x, [models[n]["label"] for n in names], rotation=25, ha="right")
-        ax_fd.set_ylabel("FD-AE (squared AE-feature units)")
-        ax_fd.set_title("Frechet distance to held-out images, AE features")
-        ax_fd.legend()
-        ax_fd.grid(True, axis="y")
-        fig.suptitle(f"CelebA-128 ({results['preset']} preset)")
+        style.grouped_bars(ax_fd, [models[n]["label"] for n in names],
+                           {"FD-AE of reconstructions": [models[n]["fd_ae_recon"] for n in names],
+                            "FD-AE of samples": [models[n]["fd_ae_gen"] for n in names]},
+                           log=True)
+        ax_fd.set_xlabel("FD-AE (squared AE-feature units, log scale)")
+        ax_fd.set_title("(b) Frechet distance to held-out images")
+        fig.suptitle(f"CelebA-128 generation quality ({style.run_label(results)})")
+        style.legend_below(fig, ncols=4)
         return style.save_figure(fig, out_dir, "figure_ndb_fd")
 
 
 def plot_grids(results: dict, results_dir: Path, out_dir: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import numpy as np
     from PIL import Image
 
     panels = []
@@ -186,47 +155,33 @@ def plot_grids(results: dict, results_dir: Path, out_dir: Path) -> list[Path]:
         ("sample_grid.png", "grid_rows", "samples (top row: real held-out images)"),
         ("reconstruction_grid.png", "recon_grid_rows", "reconstructions of the top row"),
     ):
-        path = results_dir / file
-        rows = results.get("stages", {}).get("evaluate", {}).get(rows_key)
+        path = Path(results_dir) / file
+        rows = style.dig(results, "stages", "evaluate", rows_key)
         if path.is_file() and rows:
             panels.append((path, rows, title))
     if not panels:
         return []
     labels = {"real": "real", **{k: m["label"] for k, m in results["models"].items()}}
     with style.context():
-        fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.9),
-                                 constrained_layout=True, squeeze=False)
+        fig, axes = style.figure((3.6 * len(panels), 3.0), ncols=len(panels), squeeze=False)
         for ax, (path, rows, title) in zip(axes[0], panels, strict=True):
             with Image.open(path) as image:
-                array = image.convert("RGB")
-                height = array.size[1]
-                ax.imshow(array)
-            step = height / len(rows)
-            ax.set_yticks([step * (i + 0.5) for i in range(len(rows))],
-                          [labels.get(r, r) for r in rows])
-            ax.set_xticks([])
-            for spine in ax.spines.values():
-                spine.set_visible(False)
+                picture = np.asarray(image.convert("RGB"))
+            step = picture.shape[0] / len(rows)
+            style.image_panel(ax, picture, [step * (i + 0.5) for i in range(len(rows))],
+                              [labels.get(r, r) for r in rows])
             ax.set_title(title)
+        fig.suptitle(f"CelebA-128 samples and reconstructions ({style.run_label(results)})")
         return style.save_figure(fig, out_dir, "figure_samples")
 
 
 def make(results_dir: Path, out_dir: Path) -> list[Path]:
     """Tables 3 and 4 and the figures from ``results_dir``; returns the files written."""
-    results_dir, out_dir = Path(results_dir), Path(out_dir)
-    results = json.loads((results_dir / "results.json").read_text(encoding="utf-8"))
-    out_dir.mkdir(parents=True, exist_ok=True)
+    results = style.read_results(results_dir, NAME)
+    out_dir = Path(out_dir)
     return (plot_metrics(results, out_dir) + plot_grids(results, results_dir, out_dir)
             + write_tables(results, out_dir))
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("results_dir", nargs="?", type=Path, default=DEFAULT_RESULTS,
-                        help=f"folder with results.json (default: {DEFAULT_RESULTS})")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
-                        help=f"output folder (default: {DEFAULT_OUT})")
-    args = parser.parse_args()
-    for path in make(args.results_dir, args.out):
-        print(path)
+    style.cli(make, __doc__, NAME)

@@ -5,19 +5,14 @@ its copy under ``results/gamma_fixed_vs_learned/``) and writes
 
 - ``figure1_grad_norm.png`` / ``.pdf``: ``||dL/dz||`` per training step for learned and fixed
   gamma (top row, one column per resolution) and the decoder variance gamma per epoch (bottom);
-- ``table2.md`` / ``table2.csv``: test reconstruction error, MMD^2(q(z), N(0, I)), active units and
-  early/late gradient norms, ours beside the paper's numbers.
+- ``table2.md`` / ``.tex`` / ``.csv``: test reconstruction error, MMD^2(q(z), N(0, I)), active
+  units and early/late gradient norms, ours beside the paper's numbers ("–" where it gives none).
 
 Usage: ``python paper_figures/gamma_fixed_vs_learned.py [RESULTS_DIR] [--out OUT_DIR]``.
 """
 
 from __future__ import annotations
 
-import argparse
-import csv
-import io
-import json
-import math
 from pathlib import Path
 
 try:  # as part of the package (python -m paper_figures, tests)
@@ -26,47 +21,39 @@ except ImportError:  # run as a script: paper_figures/ is on sys.path
     import style
 
 NAME = "gamma_fixed_vs_learned"
-DEFAULT_RESULTS = Path("results") / NAME
-DEFAULT_OUT = Path("paper_figures") / "out" / NAME
-# Okabe-Ito (colour-blind safe): learned = blue, fixed = vermillion.
-COLORS = {"learned": style.OKABE_ITO["blue"], "fixed": style.OKABE_ITO["vermillion"]}
-LABELS = {"learned": "learnable gamma", "fixed": "fixed gamma = gamma*"}
+VARIANTS = {"learned": "learnable gamma", "fixed": "fixed gamma = gamma*"}
+LEGEND = {"learned": r"learnable $\gamma$",
+          "fixed": r"fixed $\gamma = \gamma^*$ (the learnable run's final value)"}
 HEADERS = (
     "resolution", "gamma", "rec. (ours)", "rec. (paper)", "MMD^2 (ours)", "MMD (paper)",
     "active units", "final gamma", "early ||dL/dz||", "late ||dL/dz||",
 )
 
 
-def _fmt(value, digits: int = 3) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return str(value)
-    return f"{float(value):.{digits}g}" if math.isfinite(float(value)) else str(value)
-
-
 def table_rows(results: dict) -> list[list]:
     rows = []
     for r, per in results["resolutions"].items():
-        paper = results.get("paper", {}).get(r, {})
-        for variant in ("learned", "fixed"):
+        for variant, label in VARIANTS.items():
             run = per[variant]
             rows.append([
-                f"CelebA-{r}", LABELS[variant], run["rec"], paper.get(variant, {}).get("rec"),
-                run["mmd"], paper.get(variant, {}).get("mmd"), run["active_units"],
+                f"CelebA-{r}", label, run["rec"], style.dig(results, "paper", r, variant, "rec"),
+                run["mmd"], style.dig(results, "paper", r, variant, "mmd"), run["active_units"],
                 run["gamma_final"], run["grad_z_norm"]["early_mean"],
                 run["grad_z_norm"]["late_mean"],
             ])
     return rows
 
 
+def _paper_ratio(results: dict, r: str) -> str:
+    fixed = style.dig(results, "paper", r, "fixed", "mmd")
+    learned = style.dig(results, "paper", r, "learned", "mmd")
+    if fixed is None or not learned:
+        return style.MISSING
+    return f"{fixed / learned:.2f}"
+
+
 def write_tables(results: dict, out_dir: Path) -> list[Path]:
-    """``table2.md`` / ``.tex`` (``paper_figures.style``) and ``table2.csv``."""
-    rows = table_rows(results)
+    """``table2.md`` / ``.tex`` / ``.csv``."""
     notes = [
         f"Preset `{results['preset']}` on {results['device_name']}, "
         f"{results['wall_time_s']:.0f} s of training and evaluation.",
@@ -84,78 +71,46 @@ def write_tables(results: dict, out_dir: Path) -> list[Path]:
             f"{_paper_ratio(results, r)}), early gradient fixed/learned = "
             f"{c['early_grad_ratio_fixed_over_learned']:.3g}."
         )
-    paths = style.write_table(HEADERS, rows, out_dir, "table2",
-                              caption="Table 2: learned vs fixed gamma (ours beside the paper)",
-                              notes=notes, digits=3)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(HEADERS)
-    writer.writerows([[_fmt(c, 6) for c in row] for row in rows])
-    csv_path = out_dir / "table2.csv"
-    csv_path.write_text(buffer.getvalue(), encoding="utf-8")
-    return paths + [csv_path]
-
-
-def _paper_ratio(results: dict, r: str) -> str:
-    paper = results.get("paper", {}).get(r)
-    if not paper:
-        return "-"
-    return f"{paper['fixed']['mmd'] / paper['learned']['mmd']:.2f}"
+    return style.write_table(HEADERS, table_rows(results), out_dir, "table2",
+                             caption="Table 2: learned vs fixed gamma (ours beside the paper)",
+                             notes=notes, digits=3, csv=True)
 
 
 def plot(results: dict, out_dir: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     resolutions = list(results["resolutions"])
     with style.context():
-        fig, axes = plt.subplots(2, len(resolutions), figsize=(3.6 * len(resolutions), 5.2),
-                                 squeeze=False, constrained_layout=True)
+        fig, axes = style.figure((3.6 * len(resolutions), 4.6), nrows=2,
+                                 ncols=len(resolutions), squeeze=False)
         for col, r in enumerate(resolutions):
-            per = results["resolutions"][r]
             top, bottom = axes[0, col], axes[1, col]
-            for variant in ("learned", "fixed"):
-                run = per[variant]
+            for i, (variant, label) in enumerate(LEGEND.items()):
+                run = results["resolutions"][r][variant]
+                kw = style.series_style(i)
                 trace = run["grad_z_norm"]
-                top.plot(trace["trace_step"], trace["trace_value"], color=COLORS[variant],
-                         lw=0.9, ls="-" if variant == "learned" else "--",
-                         label=LABELS[variant])
-                epochs = run["epochs"]
-                bottom.plot([e["step"] for e in epochs], [e["gamma"] for e in epochs],
-                            color=COLORS[variant], marker="o" if variant == "learned" else "s",
-                            ls="-" if variant == "learned" else "--", label=LABELS[variant])
-            top.set_yscale("log")
-            top.set_title(f"CelebA-{r}")
-            top.set_xlabel("training step (mini-batches)")
-            top.set_ylabel("||dL/dz|| per image (nats per unit z)")
-            bottom.set_yscale("log")
-            bottom.set_xlabel("training step (mini-batches)")
-            bottom.set_ylabel("gamma, epoch mean ([0,1] pixel units$^2$)")
+                top.plot(trace["trace_step"], trace["trace_value"], color=kw["color"],
+                         linestyle=kw["linestyle"], linewidth=0.9, label=label)
+                steps = [e["step"] for e in run["epochs"]]
+                bottom.plot(steps, [e["gamma"] for e in run["epochs"]], label=label, **kw)
+            top.set_title(f"CelebA-{r}: gradient norm per image and step")
+            bottom.set_title(f"CelebA-{r}: decoder variance, epoch mean")
+            if col == 0:
+                top.set_ylabel(r"$\|\partial L / \partial z\|$ (nats per unit $z$)")
+                bottom.set_ylabel(r"$\gamma$ (squared [0, 1] pixel units)")
             for ax in (top, bottom):
+                style.log_axis(ax, "y")
+                ax.set_xlabel("training step (mini-batches)")
                 ax.grid(True, which="major")
-                ax.legend()
-        fig.suptitle(f"Figure 1: gradient norm, learned vs fixed gamma "
-                     f"({results['preset']} preset)")
+        fig.suptitle("Figure 1: learned vs fixed decoder variance $\\gamma$ "
+                     f"({style.run_label(results)})")
+        style.legend_below(fig, [axes[1, 0]])
         return style.save_figure(fig, out_dir, "figure1_grad_norm")
 
 
 def make(results_dir: Path, out_dir: Path) -> list[Path]:
     """Draw Figure 1 and write Table 2 from ``results_dir/results.json``; return the files."""
-    results_dir, out_dir = Path(results_dir), Path(out_dir)
-    results = json.loads((results_dir / "results.json").read_text(encoding="utf-8"))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return plot(results, out_dir) + write_tables(results, out_dir)
+    results = style.read_results(results_dir, NAME)
+    return plot(results, Path(out_dir)) + write_tables(results, Path(out_dir))
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("results_dir", nargs="?", type=Path, default=DEFAULT_RESULTS,
-                        help=f"folder with results.json (default: {DEFAULT_RESULTS})")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
-                        help=f"output folder (default: {DEFAULT_OUT})")
-    args = parser.parse_args()
-    for path in make(args.results_dir, args.out):
-        print(path)
+    style.cli(make, __doc__, NAME)

@@ -4,17 +4,17 @@ Reads ``results.json`` written by ``experiments/kappa_sweep.py`` (its run folder
 under ``results/kappa_sweep/``) and writes
 
 - ``kappa_sweep.png`` / ``.pdf``: number of active dimensions, IWAE NLL and test reconstruction
-  error against kappa (log axis), with skips (the paper's model) and without, the paper's
-  numbers as grey squares (MNIST), the line ``# active = kappa`` (and ``= r`` on the manifold);
-- ``kappa_sweep_table.md`` / ``.tex``: the same numbers, ours beside the paper's.
+  error (+- one standard error) against kappa (log axis), with skips (the paper's model) and
+  without, the paper's numbers in grey (MNIST), the line ``# active = kappa`` (and ``= r`` on
+  the manifold);
+- ``kappa_sweep_table.md`` / ``.tex``: the same numbers, ours beside the paper's ("–" where the
+  paper gives none).
 
 Usage: ``python paper_figures/kappa_sweep.py [RESULTS_DIR] [--out OUT_DIR]``.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 
 try:  # as part of the package (python -m paper_figures, tests)
@@ -23,18 +23,13 @@ except ImportError:  # run as a script: paper_figures/ is on sys.path
     import style
 
 NAME = "kappa_sweep"
-DEFAULT_RESULTS = Path("results") / NAME
-VARIANT_STYLE = {
-    "skip": {"color": style.OKABE_ITO["blue"], "marker": "o", "linestyle": "-",
-             "label": "with skips (residual + affine)"},
-    "noskip": {"color": style.OKABE_ITO["vermillion"], "marker": "^", "linestyle": "--",
-               "label": "without skips"},
-}
-PAPER_STYLE = {"color": "#777777", "marker": "s", "linestyle": ":", "label": "paper (Table 1)"}
+VARIANTS = {"skip": "with skips (residual + affine)", "noskip": "without skips"}
+PAPER_STYLE = {"color": style.GREY, "marker": "s", "linestyle": ":", "label": "paper (Table 1)"}
+# key, y label (the unit is appended per dataset), panel title
 PANELS = (
     ("active", "# active dimensions", "(a) active units"),
-    ("nll", "NLL (nats per image)", "(b) IWAE negative log-likelihood"),
-    ("rec", "rec. error (per image)", "(c) test reconstruction error"),
+    ("nll", "IWAE NLL (nats per {unit})", "(b) negative log-likelihood"),
+    ("rec", "squared error per {unit}", "(c) test reconstruction error"),
 )
 COLUMNS = ("variant", "kappa", "rec. err. (ours)", "rec. err. (paper)", "NLL (ours)",
            "NLL (paper)", "# active (ours)", "# active (paper)", "final gamma")
@@ -42,86 +37,112 @@ COLUMNS = ("variant", "kappa", "rec. err. (ours)", "rec. err. (paper)", "NLL (ou
 
 def load(results_dir: Path) -> dict:
     """The sweep's saved results; a clear error when they are missing or of another kind."""
-    path = Path(results_dir) / "results.json"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} not found: run experiments/kappa_sweep.py first (its run folder "
-            "runs/kappa_sweep/<preset>_<dataset> holds results.json), or copy it to "
-            f"{DEFAULT_RESULTS}/"
-        )
-    results = json.loads(path.read_text())
-    if results.get("experiment") != NAME or "runs" not in results:
-        raise ValueError(f"{path} is not the results of experiments/kappa_sweep.py")
+    results = style.read_results(
+        results_dir, NAME, hint="its run folder runs/kappa_sweep/<preset>_<dataset> holds "
+        f"results.json; or copy it to results/{NAME}/")
+    if "runs" not in results:
+        raise ValueError(f"{Path(results_dir) / 'results.json'} holds no runs")
     return results
 
 
-def _series(results: dict, variant: str, key: str) -> tuple[list[int], list[float]]:
-    runs = results["runs"].get(variant, {})
-    kappas = sorted(int(k) for k in runs)
-    return kappas, [runs[str(k)][key] for k in kappas]
+def _paper(results: dict) -> dict:
+    """The paper's Table 1 (kappa -> numbers, with skips; MNIST only), {} when absent."""
+    if results["data"]["dataset"] != "mnist":
+        return {}
+    return style.dig(results, "paper", "skip") or {}
+
+
+def _kappas(runs: dict) -> list[str]:
+    return sorted(runs, key=int)
 
 
 def table_rows(results: dict) -> list[list]:
-    paper = results.get("paper", {}).get("skip", {}) if results["data"]["dataset"] == "mnist" \
-        else {}
+    paper = _paper(results)
     rows = []
-    for variant in ("skip", "noskip"):
-        for kappa_str, run in sorted(results["runs"].get(variant, {}).items(),
-                                     key=lambda kv: int(kv[0])):
-            ref = paper.get(kappa_str, {}) if variant == "skip" else {}
+    for variant in VARIANTS:
+        for kappa in _kappas(results["runs"].get(variant, {})):
+            run = results["runs"][variant][kappa]
+            ref = (paper.get(kappa) or {}) if variant == "skip" else {}
             paper_active = ref.get("active")
             if variant == "noskip" and paper:
                 paper_active = "0 (all off)"
-            rows.append([variant, int(kappa_str), run["rec"], ref.get("rec"), run["nll"],
+            rows.append([variant, int(kappa), run["rec"], ref.get("rec"), run["nll"],
                          ref.get("nll"), run["active"], paper_active, run["gamma"]])
     return rows
+
+
+def _one_two_five(top: float) -> list[int]:
+    """0, 1, 2, 5, 10, 20, 50, ... up to the first value >= ``top``."""
+    ticks, base = [0], 1
+    while ticks[-1] < top:
+        ticks += [m * base for m in (1, 2, 5) if not ticks[-1] >= top]
+        base *= 10
+    return ticks
 
 
 def make(results_dir: Path, out_dir: Path) -> list[Path]:
     """Draw the figure and the table from ``results_dir/results.json`` into ``out_dir``;
     return the written paths."""
-    from matplotlib.figure import Figure  # lazy: importing this module stays cheap
-
     results = load(results_dir)
     dataset = results["data"]["dataset"]
+    unit = "image" if dataset == "mnist" else "sample"
     r = results["data"].get("r")
-    paper = results.get("paper", {}).get("skip", {}) if dataset == "mnist" else {}
+    paper = _paper(results)
+    paper_kappas = sorted((k for k in paper if k.isdigit()), key=int)
+    all_kappas = sorted({int(k) for per in results["runs"].values() for k in per}
+                        | {int(k) for k in paper_kappas})
+    active_max = max([1, *(run["active"] for per in results["runs"].values()
+                           for run in per.values()),
+                      *(v for k in paper_kappas if (v := style.dig(paper, k, "active")))])
     with style.context():
-        fig = Figure(figsize=(9.0, 3.0), layout="constrained")
-        axes = fig.subplots(1, 3)
-        all_kappas = sorted({int(k) for per in results["runs"].values() for k in per})
+        fig, axes = style.figure((7.2, 2.9), ncols=3)
         for ax, (key, ylabel, title) in zip(axes, PANELS, strict=True):
-            for variant, kw in VARIANT_STYLE.items():
-                kappas, values = _series(results, variant, key)
-                if kappas:
-                    ax.plot(kappas, values, **kw)
-            if paper:
-                pk = sorted(int(k) for k in paper)
-                ax.plot(pk, [paper[str(k)][key] for k in pk], **PAPER_STYLE)
-            if key == "active" and all_kappas:
+            for i, (variant, label) in enumerate(VARIANTS.items()):
+                runs = results["runs"].get(variant, {})
+                kappas = _kappas(runs)
+                if not kappas:
+                    continue
+                xs, ys = [int(k) for k in kappas], [runs[k][key] for k in kappas]
+                kw = style.series_style(i)
+                ax.plot(xs, ys, label=label, **kw)
+                se = [runs[k].get(f"{key}_se") for k in kappas]
+                if all(s is not None for s in se):
+                    ax.errorbar(xs, ys, yerr=se, fmt="none", ecolor=kw["color"], capsize=2,
+                                linewidth=1.0)
+            points = [(int(k), style.dig(paper, k, key)) for k in paper_kappas]
+            points = [(k, v) for k, v in points if v is not None]
+            if points:
+                ax.plot(*zip(*points, strict=True), **PAPER_STYLE)
+            if key == "active":
                 ax.plot(all_kappas, all_kappas, color="#BBBBBB", linewidth=0.8,
                         label=r"$\kappa$ (all active)")
                 if r is not None:
                     ax.axhline(r, color=style.OKABE_ITO["bluish_green"], linewidth=0.8,
-                               linestyle="-.", label=f"true r = {r}")
-                ax.set_yscale("symlog", linthresh=1.0)
-            ax.set_xscale("log")
+                               linestyle="-.", label=f"true dimension r = {r}")
+                ticks = _one_two_five(2 * active_max)
+                style.log_axis(ax, "y", ticks, symlog=True)
+                ax.set_ylim(-0.3, ticks[-1])  # the kappa line may leave the top
+            # label our kappas and the largest one (the paper's go up to 784 on MNIST)
+            ours = {int(k) for per in results["runs"].values() for k in per}
+            style.log_axis(ax, "x", sorted(ours | {all_kappas[-1]}))
             ax.set_xlabel(r"latent size $\kappa$")
-            ax.set_ylabel(ylabel)
+            ax.set_ylabel(ylabel.format(unit=unit))
             ax.set_title(title)
-        axes[0].legend(loc="upper left")
-        fig.suptitle(f"kappa sweep on {dataset} (preset {results['preset']})")
+        data = style.dataset_name(dataset) if dataset == "mnist" else \
+            f"synthetic {dataset} (d = {results['data'].get('d')}, r = {r})"
+        fig.suptitle(f"Kappa sweep (Table 1) on {data}: {style.run_label(results)}")
+        style.legend_below(fig)
         written = style.save_figure(fig, out_dir, NAME)
     notes = [
-        f"Preset {results['preset']}, data {dataset}; NLL: IWAE with k samples (nats per image, "
-        "continuous data in [0, 1], so it can be negative); rec. err.: squared error per image "
-        "from the posterior mean; # active: Var_x(E_q[z_k]) >= 0.01 (Burda et al.).",
+        f"Preset {results['preset']}, data {dataset}; NLL: IWAE with k samples (nats per {unit}, "
+        "continuous data in [0, 1], so it can be negative); rec. err.: squared error per "
+        f"{unit} from the posterior mean; # active: Var_x(E_q[z_k]) >= 0.01 (Burda et al.).",
         "A quick run cannot match the paper's numbers, only the direction of each effect.",
     ]
     checks = {k: v for k, v in results.get("checks", {}).items() if k != "thresholds"}
     if checks:
         notes.append("Direction checks: " + ", ".join(
-            f"{k}: {'yes' if v else 'no'}" for k, v in checks.items()))
+            f"{k}: {style.format_number(v)}" for k, v in checks.items()))
     written += style.write_table(COLUMNS, table_rows(results), out_dir, f"{NAME}_table",
                                  caption="Kappa sweep (Table 1): ours beside the paper's",
                                  notes=notes)
@@ -129,11 +150,4 @@ def make(results_dir: Path, out_dir: Path) -> list[Path]:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="Kappa-sweep figure and table (E1).")
-    parser.add_argument("results_dir", type=Path, nargs="?", default=DEFAULT_RESULTS,
-                        help=f"folder holding results.json (default {DEFAULT_RESULTS})")
-    parser.add_argument("--out", type=Path, default=Path("runs") / "figures",
-                        help="output folder (default runs/figures)")
-    args = parser.parse_args()
-    for p in make(args.results_dir, args.out):
-        print(p)
+    style.cli(make, __doc__, NAME)

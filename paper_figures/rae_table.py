@@ -1,12 +1,19 @@
-"""Tables (and a summary chart) of the RAE table (E4) and the DAE sweep (E5), drawn only from
-the saved ``results.json`` of ``experiments/rae_table.py`` and ``experiments/dae_sweep.py``.
+"""Tables and summary charts of the RAE table (E4) and the DAE sweep (E5), drawn only from the
+saved ``results.json`` of ``experiments/rae_table.py`` and ``experiments/dae_sweep.py``.
 
-For the RAE table: ``rae_table_fid.md`` (FID of REC / N(0, I) / GMM / Interp., ours beside
-Ghosh et al.'s Table 1), ``rae_table_metrics.md`` / ``.csv`` (the FID-free metrics: test
-reconstruction error, MMD^2(q(z), N(0, I)), NDB/K and pixel MMD^2 per column) and
-``rae_table.png`` (pixel MMD^2 per model and column). For the DAE sweep: ``dae_sweep.md`` /
-``.csv`` (per model and sampler N(0, I) / MVG / GMM, with Daly et al.'s CIFAR-10 numbers) and
-``dae_sweep.png``. Both list the direction checks recorded by the experiment.
+For the RAE table:
+
+- ``rae_table_fid.md`` / ``.tex``: FID of REC / N(0, I) / GMM / Interp., each cell "ours
+  (Ghosh et al.'s Table 1)";
+- ``rae_table_metrics.md`` / ``.tex`` / ``.csv``: the FID-free metrics (test reconstruction
+  error, MMD^2(q(z), N(0, I)), NDB/K and pixel MMD^2 per column), with held-out test images as
+  the floor of each metric, and the direction checks recorded by the experiment;
+- ``rae_table.png`` / ``.pdf``: NDB/K and pixel MMD^2 per model and column.
+
+For the DAE sweep: ``dae_sweep.md`` / ``.tex`` / ``.csv`` (per model and sampler N(0, I) / MVG /
+GMM), ``dae_sweep_paper.md`` / ``.tex`` (Daly et al.'s CIFAR-10 FIDs) and ``dae_sweep.png`` /
+``.pdf`` (the same two-panel chart). "–" marks a number that does not exist (e.g. one the paper
+does not give).
 
 Usage::
 
@@ -16,232 +23,176 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
-import csv
-import io
-import json
-import math
 from pathlib import Path
-from typing import Any
 
-NA = "n/a"
+from balance.reporting import is_missing, paper_cell, shorten_na
+
+try:  # as part of the package (python -m paper_figures, tests)
+    from paper_figures import style
+except ImportError:  # run as a script: paper_figures/ is on sys.path
+    import style
+
+NAME = "rae_table"
+EXPERIMENTS = ("rae_table", "dae_sweep")
 RAE_COLUMNS = ("rec", "normal", "gmm", "interp")
 DAE_SAMPLERS = ("normal", "mvg", "gmm")
 COLUMN_LABELS = {"rec": "REC", "normal": "N(0,I)", "gmm": "GMM", "interp": "Interp.",
                  "mvg": "MVG"}
-# Okabe-Ito colour-blind-safe palette (one colour per column / sampler), plus hatches.
-COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00")
-HATCHES = ("", "//", "..", "xx", "\\\\")
+#: The paper's DAE-sweep models (``results["paper"]`` keys) and how its table names them.
+DAE_PAPER_MODELS = {"dae": "DAE (128 latents, 128 filters)", "vae": "VAE",
+                    "best_dae": "best DAE (96 latents, depths 3-3-2-1)"}
+METRIC_NOTES = ("rec. err.: squared error per test image ([0, 1] pixels, summed); MMD(q,N): "
+                "unbiased IMQ MMD^2 of the training codes against N(0, I); NDB/K: fraction of "
+                "statistically different bins (lower is better); MMD_x: pixel-space MMD^2 to "
+                "test images (lower is better). The row 'held-out test images' scores real "
+                "images: each metric's floor at this sample size.")
+REFERENCE_LABEL = "held-out test images"
 
 
-def find_results(results_dir: Path) -> list[Path]:
-    """``results_dir/results.json``, or the ``rae_table`` / ``dae_sweep`` sub-folders' ones."""
-    results_dir = Path(results_dir)
-    if (results_dir / "results.json").is_file():
-        return [results_dir / "results.json"]
-    found = [results_dir / n / "results.json" for n in ("rae_table", "dae_sweep")
-             if (results_dir / n / "results.json").is_file()]
-    if not found:
-        raise FileNotFoundError(
-            f"no results.json in {results_dir} (or its rae_table/ and dae_sweep/ folders): run "
-            "experiments/rae_table.py or experiments/dae_sweep.py first"
-        )
-    return found
+def _title(results: dict, what: str) -> str:
+    return f"{what}, {style.dataset_name(results.get('dataset'))} ({style.run_label(results)})"
 
 
-def fmt(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, str):
-        return NA if value.startswith("n/a") else value
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return str(value)
-    if not math.isfinite(float(value)):
-        return str(value)
-    return f"{float(value):.{digits}g}"
+def _fid_missing(results: dict) -> bool:
+    return any(is_missing(c.get("fid")) for m in results["models"].values()
+               for c in m["columns"].values())
 
 
-def markdown(headers, rows) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(fmt(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
+def _notes(results: dict, *extra: str, directions: bool = True) -> list[str]:
+    notes = [f"Preset `{results.get('preset')}` on {results.get('device_name', '?')}"
+             + (f", {results['wall_time_s']:.0f} s." if "wall_time_s" in results else ".")]
+    if _fid_missing(results):
+        notes.append("FID n/a: the run had no Inception weights file (pytorch-fid), so the "
+                     "FID-free metrics stand in for it.")
+    notes += [e for e in extra if e]
+    if directions and results.get("directions"):
+        notes.append("Direction checks: " + "; ".join(
+            f"{k} = {style.format_number(v)}" for k, v in results["directions"].items()))
+    return notes
 
 
-def csv_text(headers, rows) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(headers)
-    writer.writerows([[fmt(c, 6) for c in row] for row in rows])
-    return buffer.getvalue()
+def _metric_rows(results: dict, columns: tuple[str, ...], metrics: tuple[str, ...],
+                 lead: tuple[str, ...]) -> list[list]:
+    """Rows of ``lead`` model fields then ``metric`` x ``column`` cells, the held-out reference
+    (which has no model fields and one value per metric, in the first column) first."""
+    rows = []
+    ref = results.get("reference")
+    if ref:
+        rows.append([REFERENCE_LABEL, *[None] * len(lead),
+                     *[ref.get(metric) if i == 0 else None
+                       for metric in metrics for i in range(len(columns))]])
+    for m in results["models"].values():
+        rows.append([m["label"], *[m.get(f) for f in lead],
+                     *[style.dig(m, "columns", c, metric) for metric in metrics
+                       for c in columns]])
+    return rows
 
 
-def _fid_note(results: dict) -> str:
-    fids = [c.get("fid") for m in results["models"].values() for c in m["columns"].values()]
-    if any(isinstance(f, str) for f in fids):
-        return ("FID: n/a (no Inception weights): pytorch-fid's weights file was not found; the "
-                "FID-free metrics below are computed instead.\n")
-    return ""
-
-
-def _directions(results: dict) -> str:
-    lines = ["Direction checks (lower is better for NDB/K and MMD_x):", ""]
-    lines += [f"- {k}: {fmt(v)}" for k, v in results.get("directions", {}).items()]
-    return "\n".join(lines) + "\n"
+def _summary_chart(results: dict, out_dir: Path, stem: str, columns: tuple[str, ...],
+                   what: str) -> list[Path]:
+    """NDB/K and pixel MMD^2 per model (rows) and column (bars), the held-out test images as a
+    dashed line: the experiment at a glance."""
+    models = list(results["models"].values())
+    labels = [m["label"] for m in models]
+    ref = results.get("reference") or {}
+    with style.context():
+        fig, axes = style.figure((7.0, 1.3 + 0.28 * len(models)), ncols=2, sharey=True)
+        for ax, (metric, xlabel) in zip(axes, (
+                ("ndb_over_k", "NDB/K (fraction of bins, lower is better)"),
+                ("mmd_x", "pixel MMD$^2$ to test images (lower is better)")), strict=True):
+            groups = {COLUMN_LABELS[c]: [style.dig(m, "columns", c, metric) for m in models]
+                      for c in columns}
+            style.grouped_bars(ax, labels, groups, reference=ref.get(metric),
+                               reference_label=REFERENCE_LABEL)
+            ax.set_xlabel(xlabel)
+        axes[1].tick_params(axis="y", labelleft=False)
+        fig.suptitle(_title(results, what))
+        style.legend_below(fig, [axes[0]], ncols=len(columns) + 1)
+        return style.save_figure(fig, out_dir, stem)
 
 
 # ------------------------------------------------------------------------------- RAE table
 
 
-def rae_tables(results: dict) -> tuple[str, str, list, list]:
-    paper = results.get("paper", {})
-    fid_headers = ["model"]
-    for c in RAE_COLUMNS:
-        fid_headers += [f"{COLUMN_LABELS[c]} ours", f"{COLUMN_LABELS[c]} paper"]
-    fid_rows = []
-    for name, m in results["models"].items():
-        row = [m["label"]]
-        for c in RAE_COLUMNS:
-            row += [m["columns"].get(c, {}).get("fid"), paper.get(name, {}).get(c)]
-        fid_rows.append(row)
-    headers = ["model", "rec. err.", "MMD(q,N)"]
-    headers += [f"NDB/K {COLUMN_LABELS[c]}" for c in RAE_COLUMNS]
-    headers += [f"MMD_x {COLUMN_LABELS[c]}" for c in RAE_COLUMNS]
-    rows = []
-    ref = results.get("reference")
-    if ref:  # held-out real images: the floor of each metric at this sample size
-        n = len(RAE_COLUMNS)
-        rows.append(["held-out test images", None, None, ref["ndb_over_k"], *[None] * (n - 1),
-                     ref["mmd_x"], *[None] * (n - 1)])
-    for m in results["models"].values():
-        cols = m["columns"]
-        rows.append([m["label"], m["rec_error"], m["mmd_q_prior"],
-                     *[cols.get(c, {}).get("ndb_over_k") for c in RAE_COLUMNS],
-                     *[cols.get(c, {}).get("mmd_x") for c in RAE_COLUMNS]])
-    source = results.get("paper_source", "paper")
-    fid_md = (f"# RAE table, {results.get('dataset', '?')} ({results.get('preset', '?')} preset)"
-              f"\n\nFID; paper: {source}.\n\n" + _fid_note(results)
-              + "\n" + markdown(fid_headers, fid_rows))
-    metrics_md = ("# RAE table: FID-free metrics\n\n"
-                  "rec. err.: squared error per test image; MMD(q,N): unbiased IMQ MMD^2 of the "
-                  "training codes against N(0, I); NDB/K: fraction of statistically different "
-                  "bins; MMD_x: pixel-space MMD^2 to test images. The first row scores "
-                  "held-out real test images (each metric's floor at this sample size).\n\n"
-                  + markdown(headers, rows) + "\n" + _directions(results))
-    return fid_md, metrics_md, headers, rows
+def rae_fid_table(results: dict) -> tuple[list[str], list[list]]:
+    """FID per model and column, each cell "ours (paper)"."""
+    columns = ["model", *[COLUMN_LABELS[c] for c in RAE_COLUMNS]]
+    rows = [[m["label"], *[paper_cell(shorten_na(style.dig(m, "columns", c, "fid")),
+                                      style.dig(results, "paper", name, c))
+                           for c in RAE_COLUMNS]]
+            for name, m in results["models"].items()]
+    return columns, rows
 
 
-def _bar_chart(path: Path, labels: list[str], groups: dict[str, list[float]], ylabel: str,
-               title: str) -> Path:
-    from matplotlib.figure import Figure  # lazy; no GUI backend needed
-
-    fig = Figure(figsize=(max(6.0, 0.75 * len(labels) + 2), 3.8), layout="constrained")
-    ax = fig.subplots()
-    width = 0.8 / max(len(groups), 1)
-    for i, (name, values) in enumerate(groups.items()):
-        xs = [j + (i - (len(groups) - 1) / 2) * width for j in range(len(labels))]
-        vals = [v if v is not None and math.isfinite(v) else float("nan") for v in values]
-        ax.bar(xs, vals, width, label=name, color=COLOURS[i % len(COLOURS)],
-               hatch=HATCHES[i % len(HATCHES)], edgecolor="black", linewidth=0.4)
-    ax.set_xticks(range(len(labels)))
-    ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8, frameon=False)
-    fig.savefig(path, dpi=150)
-    return path
+def rae_metrics_table(results: dict) -> tuple[list[str], list[list]]:
+    columns = ["model", "rec. err.", "MMD(q,N)"]
+    columns += [f"{metric} {COLUMN_LABELS[c]}" for metric in ("NDB/K", "MMD_x")
+                for c in RAE_COLUMNS]
+    rows = _metric_rows(results, RAE_COLUMNS, ("ndb_over_k", "mmd_x"),
+                        ("rec_error", "mmd_q_prior"))
+    return columns, rows
 
 
 def make_rae(results: dict, out_dir: Path) -> list[Path]:
-    fid_md, metrics_md, headers, rows = rae_tables(results)
-    paths = [out_dir / "rae_table_fid.md", out_dir / "rae_table_metrics.md",
-             out_dir / "rae_table_metrics.csv"]
-    paths[0].write_text(fid_md)
-    paths[1].write_text(metrics_md)
-    paths[2].write_text(csv_text(headers, rows))
-    labels = [m["label"] for m in results["models"].values()]
-    groups = {COLUMN_LABELS[c]: [m["columns"].get(c, {}).get("mmd_x")
-                                 for m in results["models"].values()] for c in RAE_COLUMNS}
-    paths.append(_bar_chart(out_dir / "rae_table.png", labels, groups,
-                            "pixel MMD$^2$ (lower is better)",
-                            f"RAE table, {results.get('dataset')} "
-                            f"({results.get('preset')} preset)"))
-    return paths
+    source = results.get("paper_source", "the paper")
+    paths = style.write_table(
+        *rae_fid_table(results), out_dir, "rae_table_fid",
+        caption=_title(results, "RAE table: FID, ours (paper)"),
+        notes=_notes(results, f"Paper: {source}; \u2013: the paper gives no number.",
+                     directions=False))
+    paths += style.write_table(*rae_metrics_table(results), out_dir, "rae_table_metrics",
+                               caption=_title(results, "RAE table: FID-free metrics"),
+                               notes=_notes(results, METRIC_NOTES), csv=True)
+    return paths + _summary_chart(results, out_dir, "rae_table", RAE_COLUMNS,
+                                  "RAE table (E4): sample quality per model and column")
 
 
 # ------------------------------------------------------------------------------- DAE sweep
 
 
-def dae_tables(results: dict) -> tuple[str, list, list]:
-    headers = ["model", "params", "rec. err.", "MMD(q,N)"]
+def dae_table(results: dict) -> tuple[list[str], list[list]]:
+    columns = ["model", "params", "rec. err.", "MMD(q,N)"]
     for metric in ("FID", "NDB/K", "MMD_x"):
-        headers += [f"{metric} {COLUMN_LABELS[s]}" for s in DAE_SAMPLERS]
-    rows = []
-    ref = results.get("reference")
-    if ref:  # held-out real images: the floor of each metric at this sample size
-        rows.append(["held-out test images", None, None, None, ref["fid"], None, None,
-                     ref["ndb_over_k"], None, None, ref["mmd_x"], None, None])
-    for m in results["models"].values():
-        c = m["columns"]
-        rows.append([m["label"], m["n_params"], m["rec_error"], m["mmd_q_prior"],
-                     *[c[s]["fid"] for s in DAE_SAMPLERS],
-                     *[c[s]["ndb_over_k"] for s in DAE_SAMPLERS],
-                     *[c[s]["mmd_x"] for s in DAE_SAMPLERS]])
-    paper = results.get("paper", {})
-    paper_rows = [[label, paper.get(key, {}).get("mvg"), paper.get(key, {}).get("gmm")]
-                  for key, label in (("dae", "DAE (128 latents, 128 filters)"), ("vae", "VAE"),
-                                     ("best_dae", "best DAE (96 latents, depths 3-3-2-1)"))]
-    text = (f"# DAE sweep, {results.get('dataset', '?')} ({results.get('preset', '?')} preset)\n\n"
-            + _fid_note(results) + "\n" + markdown(headers, rows) + "\n"
-            + f"Paper: {results.get('paper_source', '')}\n\n"
-            + markdown(["paper", "FID MVG", "FID GMM"], paper_rows) + "\n"
-            + _directions(results))
-    return text, headers, rows
+        columns += [f"{metric} {COLUMN_LABELS[s]}" for s in DAE_SAMPLERS]
+    rows = _metric_rows(results, DAE_SAMPLERS, ("fid", "ndb_over_k", "mmd_x"),
+                        ("n_params", "rec_error", "mmd_q_prior"))
+    fid = slice(4, 4 + len(DAE_SAMPLERS))
+    for row in rows:  # "n/a (no Inception weights)" is too wide for a cell: "n/a" + a note
+        row[fid] = [shorten_na(v) for v in row[fid]]
+    return columns, rows
+
+
+def dae_paper_table(results: dict) -> tuple[list[str], list[list]]:
+    dataset = style.dataset_name(style.dig(results, "paper", "dataset"))
+    columns = [f"paper ({dataset} FID)", "MVG", "GMM"]
+    rows = [[label, style.dig(results, "paper", key, "mvg"),
+             style.dig(results, "paper", key, "gmm")]
+            for key, label in DAE_PAPER_MODELS.items()]
+    return columns, rows
 
 
 def make_dae(results: dict, out_dir: Path) -> list[Path]:
-    text, headers, rows = dae_tables(results)
-    paths = [out_dir / "dae_sweep.md", out_dir / "dae_sweep.csv"]
-    paths[0].write_text(text)
-    paths[1].write_text(csv_text(headers, rows))
-    labels = [m["label"] for m in results["models"].values()]
-    groups = {COLUMN_LABELS[s]: [m["columns"][s]["mmd_x"] for m in results["models"].values()]
-              for s in DAE_SAMPLERS}
-    paths.append(_bar_chart(out_dir / "dae_sweep.png", labels, groups,
-                            "pixel MMD$^2$ (lower is better)",
-                            f"DAE sweep, {results.get('dataset')} "
-                            f"({results.get('preset')} preset)"))
-    return paths
+    paths = style.write_table(*dae_table(results), out_dir, "dae_sweep",
+                              caption=_title(results, "DAE sweep"),
+                              notes=_notes(results, METRIC_NOTES), csv=True)
+    paths += style.write_table(*dae_paper_table(results), out_dir, "dae_sweep_paper",
+                               caption=f"DAE sweep, the paper's numbers: "
+                                       f"{results.get('paper_source', '')}",
+                               notes="\u2013: the paper gives no number.")
+    return paths + _summary_chart(results, out_dir, "dae_sweep", DAE_SAMPLERS,
+                                  "DAE sweep (E5): sample quality per model and sampler")
 
 
 def make(results_dir: Path, out_dir: Path) -> list[Path]:
     """Write the tables and charts of every results.json found under ``results_dir``."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
-    for path in find_results(results_dir):
-        results = json.loads(path.read_text())
-        kind = results.get("experiment")
-        if kind == "rae_table":
-            paths += make_rae(results, out_dir)
-        elif kind == "dae_sweep":
-            paths += make_dae(results, out_dir)
-        else:
-            raise ValueError(f"{path}: not a rae_table or dae_sweep result ({kind!r})")
-    return paths
-
-
-def main(argv: list[str] | None = None) -> list[Path]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("results_dir", type=Path)
-    p.add_argument("--out", type=Path, default=Path("runs") / "figures")
-    args = p.parse_args(argv)
-    paths = make(args.results_dir, args.out)
-    for path in paths:
-        print(path)
+    for folder in style.find_results(results_dir, EXPERIMENTS):
+        results = style.read_results(folder, EXPERIMENTS)
+        make_one = make_rae if results["experiment"] == "rae_table" else make_dae
+        paths += make_one(results, out_dir)
     return paths
 
 
 if __name__ == "__main__":
-    main()
+    style.cli(make, __doc__, NAME, Path("results"))

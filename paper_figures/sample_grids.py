@@ -2,9 +2,13 @@
 ``samples.npz`` (uint8 images ``<model>/<column>`` [n, C, H, W]) and ``results.json`` of
 ``experiments/rae_table.py`` / ``experiments/dae_sweep.py``.
 
-One PNG per column (test images, REC, N(0, I), GMM, MVG, Interp. midpoints, whichever were
-saved): one row per model, labelled; plus ``<experiment>_interpolations.png`` with two full
-interpolation paths per model.
+For each experiment (PNG and PDF each):
+
+- ``<experiment>_summary``: the compact overview, one row per model (below a row of test
+  images): the first few reconstructions of those test images and samples of each sampler;
+- ``<experiment>_<column>``: every saved image of one column (REC below the test images they
+  reconstruct, N(0, I), GMM, MVG, Interp. midpoints, whichever were saved), one row per model;
+- ``<experiment>_interp_path``: the saved interpolation paths, one row per model.
 
 Usage::
 
@@ -13,102 +17,104 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 
-import numpy as np
+try:  # as part of the package (python -m paper_figures, tests)
+    from paper_figures import style
+except ImportError:  # run as a script: paper_figures/ is on sys.path
+    import style
 
-COLUMN_LABELS = {"test": "test images", "rec": "reconstructions", "normal": "N(0,I) samples",
+NAME = "sample_grids"
+EXPERIMENTS = ("rae_table", "dae_sweep")
+TITLES = {"rae_table": "RAE table (E4)", "dae_sweep": "DAE sweep (E5)"}
+COLUMN_LABELS = {"rec": "reconstructions", "normal": "N(0,I) samples",
                  "gmm": "GMM samples", "mvg": "MVG samples", "interp": "interpolation midpoints",
-                 "interp_path": "interpolations"}
+                 "interp_path": "interpolation paths"}
 #: Interpolation paths saved per model by the experiments (each of their INTERP_STEPS images).
 PATHS = 2
+#: Images per block in the summary figure.
+SUMMARY_IMAGES = 4
+SUMMARY_BLOCKS = ("rec", "normal", "mvg", "gmm")
+TILE_INCHES = 0.26  # printed size of one image
 
 
-def _sources(results_dir: Path) -> list[Path]:
-    results_dir = Path(results_dir)
-    if (results_dir / "samples.npz").is_file():
-        return [results_dir]
-    found = [results_dir / n for n in ("rae_table", "dae_sweep")
-             if (results_dir / n / "samples.npz").is_file()]
-    if not found:
-        raise FileNotFoundError(f"no samples.npz in {results_dir} (or its rae_table/ and "
-                                "dae_sweep/ folders): run the experiment first")
-    return found
+def grid_figure(grid: list[list], row_labels: list[str], block_labels: list[str], title: str,
+                out_dir: Path, stem: str) -> list[Path]:
+    """One labelled image grid (:func:`paper_figures.style.mosaic`) as PNG and PDF, sized so
+    that every image prints ``TILE_INCHES`` wide."""
+    picture, rows, blocks = style.mosaic(grid)
+    tile = next(b for row in grid for b in row if b is not None).shape[-1] + 2
+    inches = TILE_INCHES / tile  # per pixel
+    label_width = 0.1 + 0.06 * max(len(label) for label in row_labels)
+    header = 0.45 + (0.2 if any(block_labels) else 0.0)
+    with style.context():
+        fig, ax = style.figure((label_width + picture.shape[1] * inches,
+                                header + picture.shape[0] * inches))
+        style.image_panel(ax, picture, rows, row_labels, blocks, block_labels)
+        fig.suptitle(title, fontsize=9)
+        return style.save_figure(fig, out_dir, stem)
 
 
-def tile(images: np.ndarray, pad: int = 1) -> np.ndarray:
-    """uint8 [n, C, H, W] -> one row [H, n (W + pad)] (grey) or [H, ..., 3] (colour)."""
-    n, c, h, w = images.shape
-    row = np.full((h, n * (w + pad), c), 255, dtype=np.uint8)
-    for i in range(n):
-        row[:, i * (w + pad) : i * (w + pad) + w] = images[i].transpose(1, 2, 0)
-    return row[..., 0] if c == 1 else row
+def _rows(arrays: dict, labels: dict[str, str], column: str,
+          split: int = 1) -> tuple[list[list], list[str]]:
+    """One row per model that saved ``column``, cut into ``split`` equal blocks; the saved test
+    images on top of the reconstructions (which reconstruct them)."""
+    import numpy as np
+
+    have = [m for m in labels if f"{m}/{column}" in arrays]
+    grid = [np.split(arrays[f"{m}/{column}"], split) for m in have]
+    names = [labels[m] for m in have]
+    test = next((arrays[f"{m}/test"] for m in labels if f"{m}/test" in arrays), None)
+    if column == "rec" and test is not None:
+        grid, names = [[test], *grid], ["test images", *names]
+    return grid, names
 
 
-def grid_figure(rows: list[np.ndarray], labels: list[str], title: str, path: Path) -> Path:
-    from matplotlib.figure import Figure  # lazy; no GUI backend needed
-
-    width = max(r.shape[1] for r in rows)
-    height = sum(r.shape[0] for r in rows)
-    fig = Figure(figsize=(1.5 + width / 40, 0.6 + height / 40), layout="constrained")
-    axes = fig.subplots(len(rows), 1, squeeze=False)[:, 0]
-    for ax, row, label in zip(axes, rows, labels, strict=True):
-        ax.imshow(row, cmap="gray" if row.ndim == 2 else None, vmin=0, vmax=255,
-                  interpolation="nearest")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=7)
-    fig.suptitle(title, fontsize=9)
-    fig.savefig(path, dpi=150)
-    return path
+def _summary(arrays: dict, labels: dict[str, str]) -> tuple[list[list], list[str], list[str]]:
+    """The first ``SUMMARY_IMAGES`` of each of ``SUMMARY_BLOCKS`` side by side, one row per
+    model, the test images above their reconstructions: ``(grid, row labels, headers)``."""
+    blocks = [c for c in SUMMARY_BLOCKS if any(f"{m}/{c}" in arrays for m in labels)]
+    per_block = {}  # block -> row label -> [images]
+    for c in blocks:
+        grid, names = _rows(arrays, labels, c)
+        per_block[c] = dict(zip(names, grid, strict=True))
+    names = list(dict.fromkeys(n for c in blocks for n in per_block[c]))
+    grid = [[per_block[c][n][0][:SUMMARY_IMAGES] if n in per_block[c] else None
+             for c in blocks] for n in names]
+    return grid, names, [COLUMN_LABELS[c] for c in blocks]
 
 
 def make(results_dir: Path, out_dir: Path) -> list[Path]:
-    """Write one grid per saved column (and the interpolation paths) for each experiment."""
+    """Write the summary, one grid per saved column and the interpolation paths for each
+    experiment found under ``results_dir``."""
+    import numpy as np
+
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for source in _sources(results_dir):
-        results = json.loads((source / "results.json").read_text())
-        name = results.get("experiment", source.name)
-        labels = {m: r["label"] for m, r in results["models"].items()}
+    for source in style.find_results(results_dir, EXPERIMENTS, needs="samples.npz"):
+        results = style.read_results(source, EXPERIMENTS)
+        name = results["experiment"]
+        what = f"{TITLES[name]}, {style.dataset_name(results.get('dataset'))} " \
+               f"({style.run_label(results)})"
         with np.load(source / "samples.npz") as f:
             arrays = {k: f[k] for k in f.files}
-        columns = []
-        for key in arrays:
-            column = key.split("/", 1)[1]
-            if column not in columns:
-                columns.append(column)
-        for column in columns:
-            models = [m for m in labels if f"{m}/{column}" in arrays]
+        labels = {m: r["label"] for m, r in results["models"].items()
+                  if any(k.startswith(f"{m}/") for k in arrays)}
+        grid, row_labels, headers = _summary(arrays, labels)
+        paths += grid_figure(grid, row_labels, headers,
+                             f"{what}\nreconstructions and samples", out_dir, f"{name}_summary")
+        for column in dict.fromkeys(key.split("/", 1)[1] for key in arrays):
             if column == "test":
-                models = models[:1]
-            if not models:
-                continue
-            if column == "interp_path":  # PATHS interpolations of equal length, one per line
-                rows = [np.concatenate([tile(p) for p in np.split(arrays[f"{m}/{column}"], PATHS)])
-                        for m in models]
-            else:
-                rows = [tile(arrays[f"{m}/{column}"]) for m in models]
-            row_labels = ["test" if column == "test" else labels[m] for m in models]
-            title = f"{name} ({results.get('preset')}): {COLUMN_LABELS.get(column, column)}"
-            paths.append(grid_figure(rows, row_labels, title,
-                                     out_dir / f"{name}_{column}.png"))
-    return paths
-
-
-def main(argv: list[str] | None = None) -> list[Path]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("results_dir", type=Path)
-    p.add_argument("--out", type=Path, default=Path("runs") / "figures")
-    args = p.parse_args(argv)
-    paths = make(args.results_dir, args.out)
-    for path in paths:
-        print(path)
+                continue  # shown above the reconstructions
+            split = PATHS if column == "interp_path" else 1
+            grid, row_labels = _rows(arrays, labels, column, split)
+            headers = [f"path {i + 1}" for i in range(split)] if split > 1 else []
+            title = COLUMN_LABELS.get(column, column) + (
+                " of the test images (top row)" if column == "rec" else "")
+            paths += grid_figure(grid, row_labels, headers, f"{what}\n{title}", out_dir,
+                                 f"{name}_{column}")
     return paths
 
 
 if __name__ == "__main__":
-    main()
+    style.cli(make, __doc__, NAME, Path("results"))

@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from balance.reporting import NA_FID
+
 e2 = importlib.import_module("experiments.gamma_fixed_vs_learned")
 e3 = importlib.import_module("experiments.celeba_fid_ndb")
-common = importlib.import_module("experiments._celeba_common")
+common = importlib.import_module("experiments._common")
 fig2 = importlib.import_module("paper_figures.gamma_fixed_vs_learned")
 fig3 = importlib.import_module("paper_figures.celeba_fid_ndb")
 
@@ -87,7 +89,7 @@ def test_celeba_fid_ndb_smoke_and_figure(data_root, tmp_path):
         for k in results["ndb_ks"]:
             assert 0 <= m["ndb"][str(k)]["ndb_over_k"] <= 1
         if not inception_weights_available():
-            assert m["recon_fid"] == m["gen_fid"] == common.NA_FID
+            assert m["recon_fid"] == m["gen_fid"] == NA_FID
     for kind in ("wae_mmd", "vae", "vae_plus"):
         assert math.isfinite(results["models"][kind]["latent_mmd"])
     assert math.isfinite(results["models"]["vae_plus"]["second_stage_latent_mmd"])
@@ -143,3 +145,34 @@ def test_help(module, capsys):
         module.cli(["--help"])
     assert exit_info.value.code == 0
     assert "--preset" in capsys.readouterr().out
+
+
+def test_resuming_elsewhere_is_the_same_run(tmp_path):
+    # Every experiment hands prepare_run its config without the run environment (device,
+    # progress, threads, workers; _common.run_identity), so a resume on another device, with
+    # other thread counts or without progress bars is not refused as a different run.
+    from balance.runs import ConfigMismatchError
+    from experiments import affine_landscape, dae_sweep, kappa_sweep, rae_table
+
+    elsewhere = {"device": "cuda", "threads": 7}
+    for config in (e2.preset("quick"), e3.preset("quick"), rae_table.preset("quick"),
+                   dae_sweep.preset("paper")):
+        moved = dataclasses.replace(config, **elsewhere)
+        if hasattr(config, "train"):
+            moved = dataclasses.replace(moved, train=dataclasses.replace(
+                config.train, device="cuda", progress=not config.train.progress))
+        assert common.run_identity(moved) == common.run_identity(config)
+    sweep = kappa_sweep.preset("quick")
+    moved = dataclasses.replace(sweep, workers=1, variants=("skip",), **elsewhere,
+                                train=dataclasses.replace(sweep.train, progress=False))
+    assert kappa_sweep.sweep_identity(moved) == kappa_sweep.sweep_identity(sweep)
+    landscape = affine_landscape.PRESETS["quick"]
+    assert common.run_identity(dataclasses.replace(landscape, threads=None)) == \
+        common.run_identity(landscape)
+
+    config = e2.preset("smoke")
+    common.prepare(tmp_path / "run", config, "cpu")
+    common.prepare(tmp_path / "run", dataclasses.replace(config, **elsewhere), "cuda")
+    changed = dataclasses.replace(config, eval=dataclasses.replace(config.eval, seed=1))
+    with pytest.raises(ConfigMismatchError, match="eval.seed"):
+        common.prepare(tmp_path / "run", changed, "cpu")

@@ -1,17 +1,22 @@
 """``python -m paper_figures``: every registered figure and table is rebuilt from the committed
-results, missing results are listed with the command that makes them, a failing figure module
-makes the command fail; and the shared style's table writer and figure saver."""
+results (every figure as PNG and vector PDF, every table as Markdown and LaTeX), missing results
+are listed with the command that makes them, a failing figure module makes the command fail;
+numbers the paper does not give (null in the saved results) read "–"; and the shared style's
+table writer, figure saver, legend, log-axis and image-grid helpers."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from balance.reporting import MISSING
 from paper_figures import style
 from paper_figures.__main__ import REGISTRY, Entry, Source, _module_exists, main, output_dir
 
@@ -73,11 +78,14 @@ def test_command_renders_every_committed_entry(rendered):
         for path in (out / entry.name).rglob("*"):
             if path.suffix in (".png", ".pdf"):
                 _assert_valid(path)
+            if path.suffix == ".png":  # every figure also as vector PDF, written by its module
+                assert path.with_suffix(".pdf").is_file(), path
             if path.suffix == ".md":
                 tex = path.with_suffix(".tex")
                 assert tex.is_file() and r"\toprule" in tex.read_text(), tex
     # results/affine_landscape is committed, so at least its figure must have been checked
     assert checked >= 2
+    assert "Style notes" not in proc.stdout  # no figure without PDF, no table without LaTeX
     assert (out / "index.md").is_file()
 
 
@@ -166,70 +174,161 @@ def test_failing_module_gives_nonzero_exit_and_others_still_render(monkeypatch, 
     assert main([*args, "--only", "good", "--only", "later"], registry=registry) == 0
 
 
-def test_markdown_and_csv_tables_get_latex_twins(monkeypatch, tmp_path):
+def test_files_without_their_twin_are_reported(monkeypatch, tmp_path, capsys):
     def make(results_dir, out_dir):
         out_dir.mkdir(parents=True, exist_ok=True)
-        md = out_dir / "table_md.md"
-        md.write_text("# Title of it\n\n| model | rec_err |\n| --- | --- |\n| RAE_L2 | 5% |\n\n"
-                      "a note\n")
-        csv = out_dir / "table_csv.csv"
-        csv.write_text("name,val\nx_1,-0.5\n")
-        return [md, csv]
+        md, png = out_dir / "lonely.md", out_dir / "raster.png"
+        md.write_text("| a |\n| --- |\n| 1 |\n")
+        png.write_bytes(b"not read")
+        return [md, png, *style.write_table(["a"], [[1]], out_dir, "twinned")]
 
     name = _fake_module(monkeypatch, "fake_figure_md", make)
     _results_folder(tmp_path / "results", "exp")
     registry = (Entry("md", "tables", (Source("exp", ("cmd",), "runs/exp"),), module=name),)
     assert main(["--results", str(tmp_path / "results"), "--out", str(tmp_path / "out")],
                 registry=registry) == 0
-    tex_md = (tmp_path / "out" / "md" / "table_md.tex").read_text()
-    assert r"\caption{Title of it}" in tex_md
-    assert r"model & rec\_err \\" in tex_md and r"RAE\_L2 & 5\% \\" in tex_md
-    assert "a note" in tex_md
-    tex_csv = (tmp_path / "out" / "md" / "table_csv.tex").read_text()
-    assert r"x\_1 & $-0.5$ \\" in tex_csv
+    notes = capsys.readouterr().out.split("Style notes:")[1].split("Files written")[0]
+    assert "lonely.md without lonely.tex" in notes and "raster.png without raster.pdf" in notes
+    assert "twinned" not in notes
 
 
 def test_write_table_round_trip(tmp_path):
     columns = ["model_name", "rec. err. (%)", "NLL (nats)"]
     rows = [["RAE_L2", 12.345678, None], ["VAE & co", -315.0, 1.5e-5], ["AE", 123456.7, 7]]
-    md_path, tex_path = style.write_table(columns, rows, tmp_path, "t1", caption="E1: 100%_x",
-                                          notes="quick preset")
-    assert (md_path.name, tex_path.name) == ("t1.md", "t1.tex")
+    md_path, tex_path, csv_path = style.write_table(columns, rows, tmp_path, "t1",
+                                                    caption="E1: 100%_x", notes="quick preset",
+                                                    csv=True)
+    assert (md_path.name, tex_path.name, csv_path.name) == ("t1.md", "t1.tex", "t1.csv")
     md = md_path.read_text()
-    assert "| model_name | rec. err. (%) | NLL (nats) |" in md
+    assert md.startswith("**E1: 100%_x**\n\n| model_name | rec. err. (%) | NLL (nats) |\n")
     assert "| --- | ---: | ---: |" in md  # numeric columns right-aligned
-    assert "| RAE_L2 | 12.35 | n/a |" in md
+    assert f"| RAE_L2 | 12.35 | {MISSING} |" in md  # a missing value reads as an en dash
     assert "| VAE & co | -315 | 1.500e-05 |" in md
     assert "| AE | 123457 | 7 |" in md  # large values not in e-notation
-    tables, other = style.parse_markdown_tables(md)
-    assert tables == [(columns, [["RAE_L2", "12.35", "n/a"], ["VAE & co", "-315", "1.500e-05"],
-                                 ["AE", "123457", "7"]])]
-    assert other == ["E1: 100%_x", "quick preset"]
+    assert md.rstrip().endswith("quick preset")
+    assert csv_path.read_text().splitlines() == [
+        "model_name,rec. err. (%),NLL (nats)", "RAE_L2,12.3457,", "VAE & co,-315,1.50000e-05",
+        "AE,123457,7"]
 
     tex = tex_path.read_text()
     assert r"\begin{tabular}{lrr}" in tex
     assert r"model\_name & rec. err. (\%) & NLL (nats) \\" in tex
-    assert r"RAE\_L2 & 12.35 & n/a \\" in tex
+    assert r"RAE\_L2 & 12.35 & -- \\" in tex  # the en dash typed the LaTeX way
     assert r"VAE \& co & $-315$ & $1.500 \times 10^{-5}$ \\" in tex
     assert r"\caption{E1: 100\%\_x}" in tex and r"\label{tab:t1}" in tex
     assert tex.index(r"\toprule") < tex.index(r"\midrule") < tex.index(r"\bottomrule")
     body = [ln for ln in tex.splitlines() if not ln.startswith("%")]  # drop the comment line
     for line in body:
         assert not re.search(r"(?<!\\)[%&_#]", line.replace(" & ", " ")), line
+    with pytest.raises(ValueError, match="row 0 has 2 cells"):
+        style.write_table(["a"], [[1, 2]], tmp_path, "bad")
 
 
-def test_format_number():
-    assert style.format_number(None) == "n/a"
-    assert style.format_number(True) == "yes"
-    assert style.format_number(22) == "22"
-    assert style.format_number(0.0) == "0"
-    assert style.format_number(-806.04) == "-806"
-    assert style.format_number(2.7449) == "2.745"
-    assert style.format_number(12345.6) == "12346"
-    assert style.format_number(0.00012) == "1.200e-04"
-    assert style.format_number(float("nan")) == "nan"
-    assert style.format_number(float("-inf")) == "-inf"
-    assert style.format_number("n/a (no Inception weights)") == "n/a (no Inception weights)"
+def test_style_formats_like_reporting_and_digs_through_nulls():
+    from balance import reporting
+
+    assert style.format_number is reporting.format_number  # one formatter for every table
+    assert style.dig({"a": {"1": {"x": 2.5}}}, "a", 1, "x") == 2.5
+    assert style.dig({"a": {"1": None}}, "a", 1, "x") is None
+    assert style.dig({"a": None}, "a", "b") is None
+    assert style.dig(None, "a") is None
+
+
+# ------------------------------------------------------------ null paper numbers read "–"
+
+
+def _copy_results(tmp_path: Path, folder: str, edit) -> Path:
+    """``results/<folder>/results.json`` into ``tmp_path/<folder>``, changed by ``edit``."""
+    target = tmp_path / folder
+    target.mkdir()
+    results = json.loads((RESULTS / folder / "results.json").read_text())
+    edit(results)
+    (target / "results.json").write_text(json.dumps(results))
+    return target
+
+
+def _table_line(md: str, first_cell: str) -> list[str]:
+    line = next(ln for ln in md.splitlines() if ln.startswith(f"| {first_cell} |"))
+    return [c.strip() for c in line.strip("|").split(" | ")]
+
+
+@pytest.mark.skipif(not (RESULTS / "rae_table" / "results.json").is_file(),
+                    reason="results/rae_table not committed")
+def test_null_paper_numbers_render_as_a_dash_rae_dae(tmp_path):
+    from paper_figures import rae_table
+
+    def null_rae(r):
+        r["paper"]["vae"] = None  # a whole model the source does not report
+        r["paper"]["wae"]["gmm"] = None
+
+    def null_dae(r):
+        r["paper"]["vae"]["mvg"] = None
+        r["paper"]["best_dae"] = None
+
+    rae = _copy_results(tmp_path, "rae_table", null_rae)
+    paths = rae_table.make(rae, tmp_path / "out")
+    md = (tmp_path / "out" / "rae_table_fid.md").read_text()
+    assert _table_line(md, "VAE")[1:] == [f"n/a ({MISSING})"] * 4
+    assert _table_line(md, "WAE")[3] == f"n/a ({MISSING})"
+    assert _table_line(md, "RAE-L2")[3] == "n/a (8.69)"  # untouched numbers stay
+    assert "n/a (--)" in (tmp_path / "out" / "rae_table_fid.tex").read_text()
+    assert {p.suffix for p in paths} == {".md", ".tex", ".csv", ".png", ".pdf"}
+
+    if (RESULTS / "dae_sweep" / "results.json").is_file():
+        dae = _copy_results(tmp_path, "dae_sweep", null_dae)
+        rae_table.make(dae, tmp_path / "out")
+        md = (tmp_path / "out" / "dae_sweep_paper.md").read_text()
+        assert _table_line(md, "VAE")[1:] == [MISSING, "94.21"]
+        assert _table_line(md, "best DAE (96 latents, depths 3-3-2-1)")[1:] == [MISSING] * 2
+
+
+@pytest.mark.skipif(not (RESULTS / "kappa_sweep" / "results.json").is_file(),
+                    reason="results/kappa_sweep not committed")
+def test_null_paper_numbers_render_as_a_dash_kappa(tmp_path):
+    from paper_figures import kappa_sweep
+
+    def edit(r):
+        r["paper"]["skip"]["50"]["nll"] = None
+        r["paper"]["skip"]["100"] = None
+
+    folder = _copy_results(tmp_path, "kappa_sweep", edit)
+    kappa_sweep.make(folder, tmp_path / "out")
+    lines = [ln for ln in (tmp_path / "out" / "kappa_sweep_table.md").read_text().splitlines()
+             if ln.startswith("| skip | 50 |") or ln.startswith("| skip | 100 |")]
+    k50, k100 = ([c.strip() for c in ln.strip("|").split(" | ")] for ln in lines)
+    assert k50[3] == "4.98" and k50[5] == MISSING  # rec. given, NLL null
+    assert k100[3] == k100[5] == k100[7] == MISSING
+
+
+@pytest.mark.skipif(not (RESULTS / "celeba_fid_ndb" / "results.json").is_file()
+                    or not (RESULTS / "gamma_fixed_vs_learned" / "results.json").is_file(),
+                    reason="CelebA results not committed")
+def test_null_paper_numbers_render_as_a_dash_celeba(tmp_path):
+    from paper_figures import celeba_fid_ndb, gamma_fixed_vs_learned
+
+    def null_gamma(r):
+        r["paper"]["64"]["fixed"] = None
+        r["paper"]["128"]["learned"]["rec"] = None
+
+    folder = _copy_results(tmp_path, "gamma_fixed_vs_learned", null_gamma)
+    gamma_fixed_vs_learned.make(folder, tmp_path / "g")
+    md = (tmp_path / "g" / "table2.md").read_text()
+    fixed64 = _table_line(md, "CelebA-64 | fixed gamma = gamma*")
+    assert fixed64[3] == fixed64[5] == MISSING  # rec. and MMD of a null block
+    learned128 = _table_line(md, "CelebA-128 | learnable gamma")
+    assert learned128[3] == MISSING and learned128[5] == "93.3"
+    assert "CelebA-64: rec. differs" in md and f"(paper: {MISSING})" in md  # no paper ratio
+
+    def null_celeba(r):
+        r["paper"]["vae"] = None
+        r["paper"]["wae_mmd"]["ndb_over_k"]["200"] = None
+
+    folder = _copy_results(tmp_path, "celeba_fid_ndb", null_celeba)
+    celeba_fid_ndb.make(folder, tmp_path / "c")  # no grids copied: tables and metrics only
+    vae = _table_line((tmp_path / "c" / "table3.md").read_text(), "VAE")
+    assert vae[2] == vae[4] == MISSING
+    wae = _table_line((tmp_path / "c" / "table4.md").read_text(), "WAE-MMD")
+    assert wae[4] == MISSING and wae[2] == "0.64"
 
 
 def test_save_figure_writes_png_and_vector_pdf(tmp_path):
@@ -283,3 +382,61 @@ def test_runs_mode_reads_the_run_folders_of_a_preset(monkeypatch, tmp_path, caps
     assert main(["--out", str(out), "--runs", "quick"], registry=registry) == 0
     text = capsys.readouterr().out
     assert "python experiments/exp.py --preset quick" in text  # the command of that preset
+
+
+def test_legend_below_stays_off_the_data():
+    with style.context():
+        fig, axes = style.figure((6.0, 2.5), ncols=2)
+        for i, ax in enumerate(axes):
+            ax.plot([1, 2, 3], [3, 1, 2], label="series a", **style.series_style(0))
+            ax.plot([1, 2, 3], [1, 2, 3], label=f"only in panel {i}", **style.series_style(1))
+        legend = style.legend_below(fig)
+        fig.draw_without_rendering()
+        box = legend.get_window_extent()
+        assert [t.get_text() for t in legend.get_texts()] == [
+            "series a", "only in panel 0", "only in panel 1"]  # shared entries appear once
+        for ax in axes:
+            assert not box.overlaps(ax.get_window_extent())
+            assert box.y1 <= ax.get_window_extent().y0
+
+
+def test_log_axis_labels_plain_numbers():
+    with style.context():
+        fig, (ax, ay) = style.figure((6.0, 2.5), ncols=2)
+        ax.plot([5, 784], [0, 22])
+        style.log_axis(ax, "x", [5, 10, 100, 784])
+        style.log_axis(ax, "y", [0, 1, 10, 20], symlog=True)
+        ay.plot([1, 2], [0.03, 0.7])
+        style.log_axis(ay, "y")  # less than two decades: 1-2-5 steps
+        fig.draw_without_rendering()
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["5", "10", "100", "784"]
+        assert [t.get_text() for t in ax.get_yticklabels()] == ["0", "1", "10", "20"]
+        shown = [t.get_text() for t in ay.get_yticklabels()
+                 if ay.get_ylim()[0] <= t.get_position()[1] <= ay.get_ylim()[1]]
+        assert shown == ["0.05", "0.1", "0.2", "0.5"]
+        assert not any(t.get_text() for t in ay.get_yticklabels(minor=True))
+
+
+def test_mosaic_places_blocks_and_blanks():
+    a = np.arange(2 * 1 * 2 * 2, dtype=np.uint8).reshape(2, 1, 2, 2)
+    b = np.full((3, 1, 2, 2), 7, dtype=np.uint8)
+    picture, rows, blocks = style.mosaic([[a, None], [a[:1], b]], pad=1, gap=3)
+    # block widths: 2 images -> 2 * (2 + 1) - 1 = 5 px, 3 images -> 8 px, 3 px gap between
+    assert picture.shape == (5, 16) and picture.dtype == np.uint8
+    assert rows == [1.0, 4.0] and blocks == [2.5, 12.0]
+    assert (picture[0:2, 0:2] == a[0, 0]).all() and (picture[0:2, 3:5] == a[1, 0]).all()
+    assert (picture[0:2, 8:] == 255).all()  # row 0 has no second block: left blank
+    assert (picture[3:5, 14:16] == 7).all()
+    colour, _, _ = style.mosaic([[np.zeros((1, 3, 2, 2), np.uint8)]])
+    assert colour.shape == (2, 2, 3)
+
+
+def test_a_figure_module_runs_as_a_script(tmp_path):
+    if not (RESULTS / "affine_landscape" / "results.json").is_file():
+        pytest.skip("results/affine_landscape not committed")
+    proc = subprocess.run(
+        [sys.executable, "paper_figures/affine_barrier.py", str(RESULTS / "affine_landscape"),
+         "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["affine_barrier.pdf",
+                                                          "affine_barrier.png"]
