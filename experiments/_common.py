@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -38,6 +39,27 @@ from balance.runs import (
 )
 
 # ------------------------------------------------------------------------------ command line
+
+
+def run_cli(cli: Callable[[Sequence[str]], Any], argv: Sequence[str]) -> None:
+    """Run a script's ``cli(argv)``; problems the user can fix (missing or corrupt data,
+    weights or checkpoints, a changed config on resume, a diverged run) end with their message
+    and exit status 2 instead of a traceback, and Ctrl-C says how to resume."""
+    from balance.data.errors import DataError
+    from balance.metrics.fid import FIDWeightsMissing
+    from balance.runs import CheckpointError, ConfigMismatchError
+    from balance.train import NonFiniteLossError
+
+    try:
+        cli(argv)
+    except (DataError, FIDWeightsMissing, CheckpointError, ConfigMismatchError,
+            NonFiniteLossError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("\ninterrupted: run the same command again to resume from the last checkpoint",
+              file=sys.stderr)
+        sys.exit(130)
 
 
 def parser(description: str, presets: Sequence[str], default_run_root: str | Path, *,

@@ -423,4 +423,4 @@ def cli(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    cli(sys.argv[1:])
+    common.run_cli(cli, sys.argv[1:])

@@ -35,16 +35,17 @@ PATHS = 2
 #: Images per block in the summary figure.
 SUMMARY_IMAGES = 4
 SUMMARY_BLOCKS = ("rec", "normal", "mvg", "gmm")
-TILE_INCHES = 0.26  # printed size of one image
+TILE_INCHES = 0.26  # printed size of one image (larger where that would shrink its pixels)
 
 
 def grid_figure(grid: list[list], row_labels: list[str], block_labels: list[str], title: str,
                 out_dir: Path, stem: str) -> list[Path]:
     """One labelled image grid (:func:`paper_figures.style.mosaic`) as PNG and PDF, sized so
-    that every image prints ``TILE_INCHES`` wide."""
+    that every image prints ``TILE_INCHES`` wide, or wider where the PNG would otherwise drop
+    pixels (CelebA's 64 x 64 images: one pixel per PNG pixel at ``style.FIGURE_DPI``)."""
     picture, rows, blocks = style.mosaic(grid)
     tile = next(b for row in grid for b in row if b is not None).shape[-1] + 2
-    inches = TILE_INCHES / tile  # per pixel
+    inches = max(TILE_INCHES / tile, 1.0 / style.FIGURE_DPI)  # per pixel
     label_width = 0.1 + 0.06 * max(len(label) for label in row_labels)
     header = 0.45 + (0.2 if any(block_labels) else 0.0)
     with style.context():
