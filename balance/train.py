@@ -69,6 +69,7 @@ __all__ = [
     "METRICS_FILE",
     "NonFiniteLossError",
     "TrainConfig",
+    "parameter_groups",
     "train",
 ]
 
@@ -203,15 +204,33 @@ def _as_tensors(
     return tensors, single
 
 
-def _make_adam(params: list[torch.nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
-    """Adam with the fused kernel where this torch supports it for these parameters."""
+def parameter_groups(model: torch.nn.Module) -> list[dict[str, Any]]:
+    """Optimizer parameter groups of ``model``'s trainable parameters: one group at the
+    trainer's learning rate, plus one per learning rate that a submodule asks for through a
+    ``parameter_lrs() -> [(parameter, lr)]`` method (e.g. the decoder variance of
+    :class:`balance.models.vae.GaussianVAE`, ``GammaConfig.lr``). The lr schedule scales every
+    group alike."""
+    own: dict[int, float] = {}
+    for module in model.modules():
+        lrs = getattr(module, "parameter_lrs", None)
+        if callable(lrs):
+            own.update({id(p): float(lr) for p, lr in lrs() if p.requires_grad})
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups: list[dict[str, Any]] = [{"params": [p for p in params if id(p) not in own]}]
+    for lr in sorted(set(own.values())):
+        groups.append({"params": [p for p in params if own.get(id(p)) == lr], "lr": lr})
+    return [g for g in groups if g["params"]]
+
+
+def _make_adam(groups: list[dict[str, Any]], config: TrainConfig) -> torch.optim.Optimizer:
+    """Adam over parameter ``groups`` with the fused kernel where this torch supports it."""
     kwargs = dict(lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
     try:
-        return torch.optim.Adam(params, fused=True, **kwargs)
+        return torch.optim.Adam(groups, fused=True, **kwargs)
     except (RuntimeError, ValueError, TypeError) as exc:
         # Older torch (no fused CPU kernel), unusual devices or dtypes: the multi-tensor version.
         log.debug("fused Adam unavailable (%s); using the default implementation", exc)
-        return torch.optim.Adam(params, **kwargs)
+        return torch.optim.Adam(groups, **kwargs)
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
@@ -416,7 +435,8 @@ def train(
             ``torch.no_grad()``; use ``torch.enable_grad()`` inside if gradients are needed); its
             values are logged as ``"eval/<name>"``.
         optimizer_fn: builds the optimizer from the trainable parameters; default Adam (fused
-            kernel where supported) with ``config.lr``, ``betas``, ``weight_decay``. The lr
+            kernel where supported) with ``config.lr``, ``betas``, ``weight_decay`` over
+            :func:`parameter_groups` (submodules may give parameters their own lr). The lr
             schedule and clipping apply to it too.
 
     Returns:
@@ -441,7 +461,10 @@ def train(
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters")
-    optimizer = optimizer_fn(params) if optimizer_fn is not None else _make_adam(params, config)
+    if optimizer_fn is not None:
+        optimizer = optimizer_fn(params)
+    else:
+        optimizer = _make_adam(parameter_groups(model), config)
     scheduler = (
         torch.optim.lr_scheduler.MultiStepLR(
             optimizer, milestones=list(config.lr_milestones), gamma=config.lr_decay

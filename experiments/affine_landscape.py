@@ -3,7 +3,7 @@
 For each case (data dimension d, rank r, latent dimension kappa, decoder variance gamma), on
 rank-r Gaussian data (``balance.data.synthetic.affine_subspace``, no noise):
 
-- the closed-form minimal energy L* (eq. 4 of ``balance.affine``) and its active count;
+- the closed-form minimal energy L* (eq. 4 of ``balance.theory.affine``) and its active count;
 - N random starts of L-BFGS on the exact energy: best and worst final energy (minus L*), largest
   final gradient norm, and how many distinct enumerated minima they reached;
 - the number of distinct global minima kappa!/(kappa-a)! * 2^a (a = active count);
@@ -41,9 +41,9 @@ try:  # imported as part of the repository (tests, python -m)
 except ImportError:  # run as a script: experiments/ is on sys.path
     import _common as common
 
-from balance import affine
 from balance.data.synthetic import affine_subspace
 from balance.runs import write_json
+from balance.theory import affine
 from balance.threads import limit_threads
 
 NAME = "affine_landscape"
@@ -236,7 +236,7 @@ def _run(config: LandscapeConfig, run_dir: Path) -> dict:
     results = {
         "experiment": NAME,
         "preset": config.preset,
-        "energy_units": "nats x 2 per sample (eq. 1 of balance.affine)",
+        "energy_units": "nats x 2 per sample (eq. 1 of balance.theory.affine)",
         "rows": rows,
         "featured": featured,
         "all_starts_reach_closed_form": all(

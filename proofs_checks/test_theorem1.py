@@ -24,7 +24,7 @@ import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from balance import affine as A
+from balance.theory import affine as A
 
 F64 = torch.float64
 OPT_ENERGY = 1e-8  # optimisation (relative to max(1, |L*|))

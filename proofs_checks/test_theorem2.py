@@ -29,14 +29,19 @@ import math
 import numpy as np
 import pytest
 import torch
-from torch.func import functional_call
 
 from balance.data.synthetic import affine_subspace
 from balance.density import kl_standard_normal
-from balance.metrics.active_units import active_units
 from balance.models.mlp import MLPDecoder, MLPDecoderConfig, MLPEncoder, MLPEncoderConfig
 from balance.models.vae import GammaConfig, GaussianVAE
 from balance.objectives.elbo import elbo_terms
+from balance.theory.over_regularized import (
+    escape,
+    expected_energy,
+    move_to_all_off_point,
+    off_blocks,
+    switch_off,
+)
 
 F64 = torch.float64
 D, R, KAPPA, WIDTH = 12, 2, 4, 32
@@ -63,32 +68,8 @@ def _model(skip: bool, residual: bool = False, seed: int = 0) -> GaussianVAE:
     return model
 
 
-def _off_blocks(model: GaussianVAE, dims) -> dict[str, tuple[torch.Tensor, tuple]]:
-    """The parameter blocks that switch dimensions ``dims`` (an int or a list) off:
-    name -> (parameter, index)."""
-    enc, dec = model.encoder, model.decoder
-    blocks = {
-        "decoder first-layer column": (dec.first_layer.weight, (slice(None), dims)),
-        "mu_z row": (enc.mu_head.weight, (dims,)),
-        "mu_z bias": (enc.mu_head.bias, (dims,)),
-        "logvar_z row": (enc.logvar_head.weight, (dims,)),
-        "logvar_z bias": (enc.logvar_head.bias, (dims,)),
-    }
-    if dec.skip is not None:
-        blocks["skip column"] = (dec.skip.weight, (slice(None), dims))
-    return blocks
-
-
-@torch.no_grad()
-def _switch_off(model, dims, *, perturbation: float = 0.0, generator=None) -> None:
-    """Zero the blocks of ``dims``, plus ``perturbation * N(0, 1)`` (drawn block by block)."""
-    for param, index in _off_blocks(model, list(dims)).values():
-        shape = param[index].shape
-        param[index] = perturbation * torch.randn(shape, generator=generator, dtype=F64)
-
-
 def _grads(model, loss, j):
-    blocks = _off_blocks(model, j)
+    blocks = off_blocks(model, j)
     params = [p for p, _ in blocks.values()]
     grads = torch.autograd.grad(loss, params, allow_unused=True, retain_graph=True)
     return {
@@ -108,7 +89,7 @@ ARCH_IDS = ["plain", "plain+skip", "residual", "residual+skip"]
 def test_kl_and_encoder_gradients_vanish_exactly_for_a_switched_off_dimension(skip, residual):
     model = _model(skip, residual)
     j = 1
-    _switch_off(model, [j])  # the other dimensions stay at their random initialisation
+    switch_off(model, [j])  # the other dimensions stay at their random initialisation
     x = _data(64)
     out = model(x, generator=torch.Generator().manual_seed(1))
     terms = elbo_terms(x, out)
@@ -134,7 +115,7 @@ def test_kl_and_encoder_gradients_vanish_exactly_for_a_switched_off_dimension(sk
 def _column_gradient_estimates(model, x, j, samples: int, n_estimates: int, generator):
     """n_estimates independent Monte-Carlo estimates of d E[rec] / d (decoder column j, skip
     column j), each from `samples` noise draws per data point: [n_estimates, P]."""
-    blocks = _off_blocks(model, j)
+    blocks = off_blocks(model, j)
     names = [k for k in ("decoder first-layer column", "skip column") if k in blocks]
     params = [blocks[k][0] for k in names]
     xr = x.repeat(samples, 1)
@@ -154,7 +135,7 @@ def test_reconstruction_gradient_of_the_decoder_column_is_zero_mean_with_root_n_
 ):
     model = _model(skip, residual)
     j = 2
-    _switch_off(model, [j])
+    switch_off(model, [j])
     x = _data(8)
     gen = torch.Generator().manual_seed(3)
     sizes = np.array([2, 8, 32, 128])
@@ -176,26 +157,6 @@ def test_reconstruction_gradient_of_the_decoder_column_is_zero_mean_with_root_n_
 
 
 # ------------------------------------------------------------------ 2. the escape
-
-
-def _first_escape_and_final(model, x, steps: int, check_every: int, gen):
-    """Adam on the full batch; returns (first step with an active unit or None, final count)."""
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    first = None
-    count = 0
-    for step in range(steps + 1):
-        if step % check_every == 0:
-            with torch.no_grad():
-                count = active_units(model.encode(x)[0])[0]
-            if count > 0 and first is None:
-                first = step
-        if step == steps:
-            break
-        loss = elbo_terms(x, model(x, generator=gen)).loss()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return first, count
 
 
 @pytest.mark.slow
@@ -220,8 +181,8 @@ def test_escape_from_the_all_off_point_with_and_without_the_affine_skip():
         gen = torch.Generator().manual_seed(0)
         x = affine_subspace(256, D, R, generator=gen).x
         model = _model(skip, seed=0)
-        _switch_off(model, range(KAPPA), perturbation=1e-3, generator=gen)
-        results[skip] = _first_escape_and_final(model, x, steps, check_every=50, gen=gen)
+        switch_off(model, range(KAPPA), perturbation=1e-3, generator=gen)
+        results[skip] = escape(model, x, steps, check_every=50, lr=2e-3, generator=gen)
     first_skip, final_skip = results[True]
     first_plain, _ = results[False]
     assert final_skip == R, results
@@ -237,26 +198,8 @@ def _exact_off_point(skip: bool):
     gradient of the expected energy vanishes in every parameter."""
     x = _data(256)
     model = _model(skip)
-    _switch_off(model, range(KAPPA))
-    with torch.no_grad():
-        c = model.decode(torch.zeros(1, KAPPA, dtype=F64))[0]
-        model.decoder.output.bias += x.mean(0) - c
-        model.set_gamma(float((x - x.mean(0)).square().sum(1).mean()) / D)
+    move_to_all_off_point(model, x)
     return x, model
-
-
-def _expected_energy(model, x, params):
-    """E_q[-ELBO], averaged over the data, by the two-point rule z = mu + sigma * (+-1).
-
-    Exact for anything that depends on the noise through its first two moments only: at the
-    all-off point and along the directions used below the energy is a polynomial of degree
-    2 in the noise (the decoder sees z_j only through a linear map), and the second
-    derivative at the point involves only E[eps] = 0 and E[eps^2] = 1 in any case.
-    """
-    ones = torch.ones(x.shape[0], KAPPA, dtype=F64)
-    xx = torch.cat([x, x])
-    out = functional_call(model, params, (xx, torch.cat([ones, -ones])))
-    return elbo_terms(xx, out).loss()
 
 
 def _block_function(model, x, column_param: str, j: int):
@@ -273,7 +216,7 @@ def _block_function(model, x, column_param: str, j: int):
         p[column_param] = torch.cat([W0[:, :j], col[:, None], W0[:, j + 1:]], dim=1)
         p["encoder.mu_head.weight"] = torch.cat([M0[:j], row[None], M0[j + 1:]], dim=0)
         p["encoder.mu_head.bias"] = torch.cat([b0[:j], bias, b0[j + 1:]])
-        return _expected_energy(model, x, p)
+        return expected_energy(model, x, p)
 
     return energy, n_col, n_row
 
@@ -284,7 +227,7 @@ def test_all_off_point_is_a_strict_saddle_along_the_skip_column():
     # Stationary: the expected energy's gradient vanishes in every parameter (float64 rounding
     # of O(1) sums: < 1e-12).
     params = dict(model.named_parameters())
-    grads = torch.autograd.grad(_expected_energy(model, x, params), list(params.values()))
+    grads = torch.autograd.grad(expected_energy(model, x, params), list(params.values()))
     assert max(float(g.abs().max()) for g in grads) < 1e-12
     energy, n_col, n_row = _block_function(model, x, "decoder.skip.weight", j)
     theta0 = torch.zeros(n_col + n_row + 1, dtype=F64)

@@ -25,10 +25,11 @@ import numpy as np
 import pytest
 import torch
 
-from balance import affine
-from balance.models.vae import VAEOutput, affine_gaussian_vae
+from balance.models.output import ModelOutput
+from balance.models.vae import affine_gaussian_vae
 from balance.objectives.elbo import elbo_terms
-from balance.penalties import (
+from balance.theory import affine
+from balance.theory.penalties import (
     Penalty,
     duplicate_column_perturbation,
     largest_improving_fraction,
@@ -181,7 +182,7 @@ def _vae_at_optimum(gamma: float):
 def _grad_z(x, model, z):
     z = z.detach().requires_grad_(True)
     mu, logvar = model.encode(x)
-    out = VAEOutput(mu, logvar, z, model.decode(z), model.log_gamma())
+    out = ModelOutput(mu, logvar, z, model.decode(z), model.log_gamma())
     (g,) = torch.autograd.grad(elbo_terms(x, out).negative_elbo.sum(), z)
     return g.norm(dim=1)  # per image: || d(-ELBO_i) / dz_i ||
 

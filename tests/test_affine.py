@@ -1,4 +1,4 @@
-"""Unit tests of balance.affine: the identities of THEORY section 1, shapes, and bad-input errors.
+"""Unit tests of balance.theory.affine: THEORY section 1 identities, shapes, bad-input errors.
 
 Tolerances: 1e-10 (relative) for float64 identities that are exact in exact arithmetic (a few
 matrix solves on well-conditioned problems lose at most ~1e-13); Monte-Carlo agreement at 4
@@ -14,7 +14,8 @@ import pytest
 import torch
 from scipy.stats import multivariate_normal
 
-from balance import affine as A
+from balance.theory import affine as A
+from balance.theory.affine import barriers, fit
 
 F64 = torch.float64
 TOL = 1e-10  # float64 identity
@@ -164,9 +165,9 @@ def test_numpy_gradient_matches_autograd(data):
     g = _gen(12)
     d, k, gamma = 5, 3, 0.37
     theta = torch.randn(2 * d * k + d + 2 * k, generator=g, dtype=F64)
-    value, grad = A._energy_and_grad_np(theta.numpy(), data.numpy(), gamma, d, k)
+    value, grad = fit._energy_and_grad_np(theta.numpy(), data.numpy(), gamma, d, k)
     t = theta.clone().requires_grad_(True)
-    ref = A._flat_energy(t, data, torch.tensor(gamma, dtype=F64), d, k)
+    ref = fit._flat_energy(t, data, torch.tensor(gamma, dtype=F64), d, k)
     (ref_grad,) = torch.autograd.grad(ref, t)
     assert value == pytest.approx(float(ref.detach()), rel=TOL)
     np.testing.assert_allclose(grad, ref_grad.numpy(), rtol=1e-9, atol=1e-10)
@@ -322,7 +323,7 @@ def test_skew_log_inverts_matrix_exponential():
     if torch.linalg.det(Q) < 0:
         Q[:, 0] = -Q[:, 0]
     for R in [*perms, Q]:
-        L = A._skew_log(R)
+        L = barriers._skew_log(R)
         torch.testing.assert_close(L, -L.T, rtol=0, atol=TOL)
         torch.testing.assert_close(torch.linalg.matrix_exp(L), R, rtol=0, atol=1e-9)
 

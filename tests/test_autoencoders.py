@@ -111,7 +111,7 @@ def test_latent_normalisation_statistics(norm):
     with torch.no_grad():
         # Codes far from standardised without the normaliser (shifted and spread).
         model.encoder.latent_layer.bias.copy_(torch.linspace(-3.0, 5.0, 6))
-        mu = model.encode(batch(32))
+        mu, _ = model.encode(batch(32))
     dim = 0 if norm == "bn" else 1  # BN: over the batch per coordinate; LN: over coordinates
     torch.testing.assert_close(mu.mean(dim), torch.zeros(mu.shape[1 - dim]), atol=1e-5, rtol=0)
     # Normalisers divide by sqrt(var + 1e-5): biased variance 1 up to that epsilon.

@@ -7,11 +7,12 @@ import math
 import pytest
 import torch
 
-from balance import affine
 from balance.density import gaussian_log_prob_isotropic, kl_standard_normal
 from balance.models.mlp import MLPDecoder, MLPDecoderConfig, MLPEncoder, MLPEncoderConfig
-from balance.models.vae import GammaConfig, GaussianVAE, VAEOutput, affine_gaussian_vae
+from balance.models.output import ModelOutput
+from balance.models.vae import GammaConfig, GaussianVAE, affine_gaussian_vae
 from balance.objectives.elbo import ELBOTerms, elbo_terms, nats_to_bits_per_dim, vae_loss
+from balance.theory import affine
 
 F64 = torch.float64
 SHAPE = (1, 3, 4)
@@ -53,7 +54,7 @@ def test_bits_per_dim_conversion():
 
 
 def test_monte_carlo_elbo_matches_the_exact_affine_elbo():
-    # The affine VAE's ELBO is known in closed form (balance.affine.elbo). Averaged over 4000
+    # The affine VAE's ELBO is known in closed form (balance.theory.affine.elbo). Averaged over 4000
     # noise draws per point, elbo_terms must agree within 4 Monte-Carlo standard errors.
     g = torch.Generator().manual_seed(0)
     x = affine.data_with_spectrum(50, [3.0, 1.0, 0.2, 0.05], generator=g)
@@ -108,7 +109,7 @@ def test_vae_loss_logs_every_term_and_the_per_image_dl_dz_norm():
     mu, logvar = model.encode(x)
     noise = torch.randn(mu.shape, dtype=F64)
     z = (mu + torch.exp(0.5 * logvar) * noise).detach().requires_grad_(True)
-    out = VAEOutput(mu, logvar, z, model.decode(z), model.log_gamma())
+    out = ModelOutput(mu, logvar, z, model.decode(z), model.log_gamma())
     (g,) = torch.autograd.grad(elbo_terms(x, out).negative_elbo.sum(), z)
     torch.testing.assert_close(got, g.norm(dim=1).mean(), **TOL)
     torch.testing.assert_close(loss, elbo_terms(x, out).loss(), **TOL)

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from balance import affine
 from balance.metrics.active_units import active_units, posterior_means
 from balance.metrics.iwae import iwae_log_weights, iwae_nll
 from balance.metrics.reconstruction import reconstruction_error
 from balance.models.mlp import MLPDecoder, MLPDecoderConfig, MLPEncoder, MLPEncoderConfig
 from balance.models.vae import GaussianVAE, affine_gaussian_vae
+from balance.theory import affine
 
 F64 = torch.float64
 

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from balance.models.mlp import MLPDecoder, MLPDecoderConfig, MLPEncoder, MLPEncoderConfig
-from balance.models.vae import GammaConfig, GaussianVAE, VAEOutput, affine_gaussian_vae
+from balance.models.output import ModelOutput
+from balance.models.vae import GammaConfig, GaussianVAE, affine_gaussian_vae
 
 F64 = torch.float64
 SHAPE = (1, 4, 5)  # a small "image": d = 20
@@ -140,7 +141,7 @@ def test_forward_reparameterises_with_explicit_noise():
     x = torch.randn(5, *SHAPE, dtype=F64)
     noise = torch.randn(5, 3, dtype=F64)
     out = model(x, noise)
-    assert isinstance(out, VAEOutput)
+    assert isinstance(out, ModelOutput)
     mu, logvar = model.encode(x)
     torch.testing.assert_close(out.z, mu + torch.exp(0.5 * logvar) * noise, rtol=0, atol=0)
     torch.testing.assert_close(out.x_hat, model.decode(out.z), rtol=0, atol=0)

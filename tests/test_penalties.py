@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from balance.penalties import (
+from balance.theory.penalties import (
     Penalty,
     duplicate_column_perturbation,
     largest_improving_fraction,

@@ -2,8 +2,8 @@
 
 ``Autoencoder(encoder, decoder, AEConfig)`` wraps any encoder that returns either a code
 ``z [B, k]`` (AE, RAE, WAE, DAE) or ``(mu, logvar)`` (VAE, CV-VAE) and any decoder
-``z [B, k] -> x_hat`` (the conv pair of :mod:`balance.models.conv` or an MLP). It returns an
-:class:`AEOutput` with the distribution parameters and codes; it never computes a loss
+``z [B, k] -> x_hat`` (the conv pair of :mod:`balance.models.conv` or an MLP). It returns a
+:class:`balance.models.output.ModelOutput` with the distribution parameters and codes; it never computes a loss
 (see :mod:`balance.objectives.autoencoders`).
 
 Variants of Daly et al. (2022) and Ghosh et al. (2020), all set in :class:`AEConfig`:
@@ -35,6 +35,8 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
 
+from balance.models.output import ModelOutput
+
 LATENT_NORMS = ("none", "bn", "ln", "sn")
 SPECTRAL_NORMS = ("none", "decoder", "all")
 _SN_TYPES = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)
@@ -62,25 +64,6 @@ class AEConfig:
             raise ValueError(f"decoder_noise_std must be >= 0, got {self.decoder_noise_std}")
 
 
-@dataclass
-class AEOutput:
-    """What an autoencoder computes for a batch x ([B, ...]); codes are [B, k].
-
-    - ``mu_z``: the deterministic code E(x) after latent normalisation (the mean for VAEs).
-    - ``logvar_z``: encoder log-variance (VAE, CV-VAE) or None (deterministic head).
-    - ``z``: the code: ``mu_z`` for deterministic heads, the reparameterised sample for stochastic
-      heads in training mode.
-    - ``z_dec``: the decoder's input, ``z`` plus decoder noise in training mode.
-    - ``x_hat``: the decoder output D(z_dec), x's shape (means in data units).
-    """
-
-    mu_z: Tensor
-    logvar_z: Tensor | None
-    z: Tensor
-    z_dec: Tensor
-    x_hat: Tensor
-
-
 def spectral_normalise(module: nn.Module) -> int:
     """Wrap every Linear / Conv2d / ConvTranspose2d inside ``module`` with spectral_norm.
 
@@ -104,7 +87,7 @@ def has_spectral_norm(module: nn.Module) -> bool:
 
 
 class Autoencoder(nn.Module):
-    """``x -> AEOutput`` for AE / RAE / WAE / DAE / VAE / CV-VAE (module docstring)."""
+    """``x -> ModelOutput`` for AE / RAE / WAE / DAE / VAE / CV-VAE (module docstring)."""
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module, config: AEConfig | None = None):
         super().__init__()
@@ -144,8 +127,9 @@ class Autoencoder(nn.Module):
         if config.freeze_latent:
             latent_layer.requires_grad_(False)
 
-    def encode_params(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
-        """``(mu_z, logvar_z)``: the normalised deterministic code and log-variance (or None)."""
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """``(mu_z, logvar_z)``: the normalised deterministic code [B, k] and the log-variance
+        (None for deterministic heads); the contract of :mod:`balance.models.output`."""
         h = self.encoder(x)
         if isinstance(h, tuple):
             mu, logvar = h
@@ -153,20 +137,16 @@ class Autoencoder(nn.Module):
             mu, logvar = h, None
         return self.latent_norm(mu), logvar
 
-    def encode(self, x: Tensor) -> Tensor:
-        """Deterministic codes ``mu_z`` [B, k] (used to fit ex-post densities and interpolate)."""
-        return self.encode_params(x)[0]
-
     def decode(self, z: Tensor) -> Tensor:
         """``D(z)``, without decoder noise: maps codes or ex-post samples to data space."""
         return self.decoder(z)
 
-    def forward(self, x: Tensor, *, generator: torch.Generator | None = None) -> AEOutput:
+    def forward(self, x: Tensor, *, generator: torch.Generator | None = None) -> ModelOutput:
         """Encode, (reparameterise), add decoder noise in training mode, decode.
 
         ``generator`` draws the encoder and decoder noise (default: torch's global generator).
         """
-        mu, logvar = self.encode_params(x)
+        mu, logvar = self.encode(x)
         z = mu
         if logvar is not None and (self.training or self.config.sample_in_eval):
             eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
@@ -175,4 +155,4 @@ class Autoencoder(nn.Module):
         if self.training and self.config.decoder_noise_std > 0:
             eps = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
             z_dec = z + self.config.decoder_noise_std * eps
-        return AEOutput(mu_z=mu, logvar_z=logvar, z=z, z_dec=z_dec, x_hat=self.decoder(z_dec))
+        return ModelOutput(mu_z=mu, logvar_z=logvar, z=z, x_hat=self.decoder(z_dec), z_dec=z_dec)

@@ -4,7 +4,7 @@
     p(x | z) = N(mu_x(z), gamma I)                   (gamma is a VARIANCE, as in THEORY.md).
 
 ``GaussianVAE.forward`` returns the distribution parameters and the reparameterised sample
-``z = mu_z + exp(logvar_z / 2) * noise`` in a :class:`VAEOutput`; the objective
+``z = mu_z + exp(logvar_z / 2) * noise`` in a :class:`balance.models.output.ModelOutput`; the objective
 (:mod:`balance.objectives.elbo`) turns them into per-sample terms.
 
 Decoder variance (:class:`GammaConfig`): a scalar parameterised by its log, learnable by
@@ -28,19 +28,26 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-__all__ = ["GammaConfig", "GaussianVAE", "VAEOutput", "affine_gaussian_vae"]
+from balance.models.output import ModelOutput
+
+__all__ = ["GammaConfig", "GaussianVAE", "affine_gaussian_vae"]
 
 FLOORS = ("smooth", "clamp")
 
 
 @dataclass(frozen=True)
 class GammaConfig:
-    """Decoder variance gamma (``Sigma_x = gamma I``): initial value, learnable or fixed, floor."""
+    """Decoder variance gamma (``Sigma_x = gamma I``): initial value, learnable or fixed, floor,
+    and Adam's learning rate for log gamma (``lr``; None: the trainer's). Adam moves log gamma
+    by about ``lr`` per step, so a short run needs a larger one for gamma to travel from its
+    initial value to its small final value; :func:`balance.train.train` honours it through a
+    parameter group (:meth:`GaussianVAE.parameter_lrs`)."""
 
     init: float = 1.0
     learnable: bool = True
     gamma_min: float | None = None
     floor: str = "smooth"
+    lr: float | None = None
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.init) and self.init > 0):
@@ -55,6 +62,8 @@ class GammaConfig:
                     f"gamma init ({self.init}) must be above the floor gamma_min "
                     f"({self.gamma_min})"
                 )
+        if self.lr is not None and not self.lr > 0:
+            raise ValueError(f"gamma lr must be positive or None, got {self.lr}")
 
     def raw_init(self) -> float:
         """The unconstrained value whose floored log gamma equals ``log(init)``."""
@@ -70,21 +79,6 @@ class GammaConfig:
             if self.floor == "smooth":
                 return math.log(gamma - self.gamma_min)
         return math.log(gamma)
-
-
-@dataclass(frozen=True)
-class VAEOutput:
-    """Everything an ELBO needs, from one forward pass.
-
-    mu_z, logvar_z, z: ``[B, kappa]``; x_hat: the decoder mean, x's shape;
-    log_gamma: 0-dim tensor, log of the decoder variance.
-    """
-
-    mu_z: Tensor
-    logvar_z: Tensor
-    z: Tensor
-    x_hat: Tensor
-    log_gamma: Tensor
 
 
 def _infer_latent_dim(*modules: nn.Module) -> int | None:
@@ -137,6 +131,14 @@ class GaussianVAE(nn.Module):
             return torch.logaddexp(raw, torch.full_like(raw, log_min))
         return torch.clamp(raw, min=log_min)
 
+    def parameter_lrs(self) -> list[tuple[nn.Parameter, float]]:
+        """Parameters with their own learning rate (the trainer's parameter groups): the
+        learnable log gamma at ``GammaConfig.lr`` when that is set."""
+        raw = self.raw_log_gamma
+        if self.gamma_config.lr is None or not isinstance(raw, nn.Parameter):
+            return []
+        return [(raw, self.gamma_config.lr)]
+
     @torch.no_grad()
     def set_gamma(self, gamma: float) -> None:
         """Set the decoder variance to ``gamma`` (in the parameters' dtype, floor respected)."""
@@ -161,7 +163,7 @@ class GaussianVAE(nn.Module):
         noise: Tensor | None = None,
         *,
         generator: torch.Generator | None = None,
-    ) -> VAEOutput:
+    ) -> ModelOutput:
         """One pass: ``z = mu_z + exp(logvar_z / 2) * noise``, ``noise ~ N(0, I)``.
 
         ``noise`` (``[B, kappa]``) may be given explicitly; otherwise it is drawn from
@@ -177,7 +179,7 @@ class GaussianVAE(nn.Module):
                 f"noise must have the shape of mu_z {tuple(mu.shape)}, got {tuple(noise.shape)}"
             )
         z = mu + torch.exp(0.5 * logvar) * noise
-        return VAEOutput(
+        return ModelOutput(
             mu_z=mu, logvar_z=logvar, z=z, x_hat=self.decoder(z), log_gamma=self.log_gamma()
         )
 
@@ -217,7 +219,7 @@ def affine_gaussian_vae(
     Decoder mean ``W_x z + b_x`` (``W_x [d, kappa]``), encoder mean ``W_z x + b_z``, encoder
     variances ``s2 [kappa]`` independent of x, decoder variance ``gamma``; data ``[n, d]``.
     The parameters are copied (dtype and device of ``W_x``), e.g. from
-    ``balance.affine.closed_form_optimum(X, kappa, gamma).params``.
+    ``balance.theory.affine.closed_form_optimum(X, kappa, gamma).params``.
     """
     from balance.models.mlp import MLPDecoder, MLPDecoderConfig, MLPEncoder, MLPEncoderConfig
 

@@ -248,7 +248,7 @@ def autoencoder_terms(
     decoder: nn.Module | None = None,
     generator: torch.Generator | None = None,
 ) -> AETerms:
-    """Per-sample terms of ``config.kind`` for a batch x and the model's :class:`AEOutput`.
+    """Per-sample terms of ``config.kind`` for a batch x and the model's :class:`balance.models.output.ModelOutput`.
 
     ``decoder`` is needed for ``rae_l2``; ``generator`` draws WAE prior samples and Hutchinson
     probes. Batch-level terms (L2 norm, MMD) are broadcast to [B] so that their mean is the term.

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from balance.density import LOG_2PI, kl_standard_normal, squared_error
-from balance.models.vae import VAEOutput
+from balance.models.output import ModelOutput
 
 __all__ = ["ELBOTerms", "elbo_terms", "nats_to_bits_per_dim", "vae_loss"]
 
@@ -64,7 +64,7 @@ class ELBOTerms:
         return self.negative_elbo.mean()
 
 
-def elbo_terms(x: Tensor, out: VAEOutput) -> ELBOTerms:
+def elbo_terms(x: Tensor, out: ModelOutput) -> ELBOTerms:
     """Per-sample negative-ELBO terms for data ``x [B, ...]`` and a forward pass ``out``.
 
     The reconstruction term uses the sample ``out.z`` already decoded into ``out.x_hat`` (one
