@@ -1,7 +1,7 @@
 """Figure: the energy barrier between two global minima of the affine Gaussian VAE
 (THEORY.md section 1), drawn only from the saved results of experiments/affine_landscape.py.
 
-(a) Energy above the minimum, L - L* (eq. 1 of ``balance.theory.affine``, nats x 2 per sample, the other
+(a) Energy above the minimum, L - L* (eq. 1 of ``balance.theory.affine``, nats x 2 per sample, the
     parameters optimal at each point), along three paths from the canonical minimum A to the
     minimum B in which the leading eigen-direction sits in another latent slot: a latent
     rotation, the straight line, and a string-method path; the dotted line is the closed-form

@@ -115,7 +115,7 @@ def test_vae_loss_logs_every_term_and_the_per_image_dl_dz_norm():
     torch.testing.assert_close(loss, elbo_terms(x, out).loss(), **TOL)
     assert float(logs["gamma"]) == pytest.approx(0.3, rel=1e-12)
     torch.testing.assert_close(
-        logs["reconstruction"] + logs["log_normalizer"] + logs["kl"], loss.detach(), **TOL
+        logs["reconstruction"] + logs["log_normalizer"] + logs["latent"], loss.detach(), **TOL
     )
 
 

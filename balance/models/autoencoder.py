@@ -3,7 +3,8 @@
 ``Autoencoder(encoder, decoder, AEConfig)`` wraps any encoder that returns either a code
 ``z [B, k]`` (AE, RAE, WAE, DAE) or ``(mu, logvar)`` (VAE, CV-VAE) and any decoder
 ``z [B, k] -> x_hat`` (the conv pair of :mod:`balance.models.conv` or an MLP). It returns a
-:class:`balance.models.output.ModelOutput` with the distribution parameters and codes; it never computes a loss
+:class:`balance.models.output.ModelOutput` with the distribution parameters and codes; it
+never computes a loss
 (see :mod:`balance.objectives.autoencoders`).
 
 Variants of Daly et al. (2022) and Ghosh et al. (2020), all set in :class:`AEConfig`:

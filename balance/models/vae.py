@@ -4,7 +4,8 @@
     p(x | z) = N(mu_x(z), gamma I)                   (gamma is a VARIANCE, as in THEORY.md).
 
 ``GaussianVAE.forward`` returns the distribution parameters and the reparameterised sample
-``z = mu_z + exp(logvar_z / 2) * noise`` in a :class:`balance.models.output.ModelOutput`; the objective
+``z = mu_z + exp(logvar_z / 2) * noise`` in a :class:`balance.models.output.ModelOutput`; the
+objective
 (:mod:`balance.objectives.elbo`) turns them into per-sample terms.
 
 Decoder variance (:class:`GammaConfig`): a scalar parameterised by its log, learnable by

@@ -248,7 +248,7 @@ def autoencoder_terms(
     decoder: nn.Module | None = None,
     generator: torch.Generator | None = None,
 ) -> AETerms:
-    """Per-sample terms of ``config.kind`` for a batch x and the model's :class:`balance.models.output.ModelOutput`.
+    """Per-sample terms of ``config.kind`` for a batch x and the model's ``ModelOutput``.
 
     ``decoder`` is needed for ``rae_l2``; ``generator`` draws WAE prior samples and Hutchinson
     probes. Batch-level terms (L2 norm, MMD) are broadcast to [B] so that their mean is the term.
@@ -293,8 +293,9 @@ def make_loss_fn(
     """Adapter for ``balance.train.train``: ``loss_fn(model, batch) -> (loss, logs)``.
 
     ``model`` is a :class:`balance.models.autoencoder.Autoencoder`; ``batch`` is x or a tuple whose
-    first entry is x. Logs hold the batch means of every term (``rec``, ``latent``,
-    ``decoder``; the trainer logs the loss itself). For ``rae_sn`` the model must have
+    first entry is x. Logs hold the batch means of every term (``reconstruction``, ``latent``,
+    ``decoder``: the vocabulary of :mod:`balance.objectives`; the trainer logs the loss
+    itself). For ``rae_sn`` the model must have
     spectrally normalised layers (a ``ValueError`` otherwise, so that the variant cannot
     silently be a plain RAE).
     """
@@ -312,7 +313,7 @@ def make_loss_fn(
         terms = autoencoder_terms(x, out, config, decoder=model.decoder, generator=generator)
         loss = terms.loss()
         logs = {
-            "rec": terms.rec.detach().mean(),
+            "reconstruction": terms.rec.detach().mean(),
             "latent": terms.latent.detach().mean(),
             "decoder": terms.decoder.detach().mean(),
         }

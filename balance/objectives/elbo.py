@@ -109,7 +109,8 @@ def vae_loss(model, batch) -> tuple[Tensor, dict[str, Tensor | Callable[[], Tens
     """Trainer loss: mean negative ELBO (nats per image) and every term, detached.
 
     ``batch``: the images ``[B, ...]`` or a tuple whose first element they are (labels ignored).
-    ``logs``: batch means of ``reconstruction``, ``log_normalizer``, ``kl``, ``squared_error``
+    ``logs``: batch means of ``reconstruction``, ``log_normalizer``, ``latent`` (the KL),
+    ``squared_error``
     (all per image), ``bits_per_dim``, ``gamma`` and ``log_gamma``; and ``grad_z_norm``, a
     callable for the trainer to evaluate after ``backward()``: the batch mean of the per-image
     ``||d(-ELBO_i) / dz_i||`` (from the gradient of the batch-mean loss captured by a hook on
@@ -123,7 +124,7 @@ def vae_loss(model, batch) -> tuple[Tensor, dict[str, Tensor | Callable[[], Tens
     logs: dict[str, Tensor | Callable[[], Tensor]] = {
         "reconstruction": terms.reconstruction.detach().mean(),
         "log_normalizer": terms.log_normalizer.detach().mean(),
-        "kl": terms.kl.detach().mean(),
+        "latent": terms.kl.detach().mean(),
         "squared_error": terms.squared_error.detach().mean(),
         "bits_per_dim": terms.bits_per_dim.detach().mean(),
         "gamma": log_gamma.exp(),
