@@ -51,7 +51,8 @@ def format_number(value: Any, digits: int = 4, *, missing: str = MISSING) -> str
     ``None`` -> ``missing``; booleans -> "yes"/"no"; integers in full; other reals with
     ``digits`` significant digits: fixed notation for 1e-3 <= |x| < 10**digits, rounded to an
     integer above (12345.6 -> "12346", never "1.235e+04"), scientific below ("1.235e-05");
-    NaN -> "nan", infinities -> "inf"/"-inf"; strings unchanged.
+    NaN -> "nan", infinities -> "inf"/"-inf"; strings unchanged; a mean over seeds
+    (:class:`balance.seeds.MeanSE`) as "mean ± s.e." (the s.e. to 2 digits).
     """
     if value is None:
         return missing
@@ -61,6 +62,9 @@ def format_number(value: Any, digits: int = 4, *, missing: str = MISSING) -> str
         return "yes" if value else "no"
     if isinstance(value, numbers.Integral):
         return str(int(value))
+    se = getattr(value, "se", None)  # a balance.seeds.MeanSE: "mean ± s.e."
+    if se is not None and getattr(value, "n", 1) > 1:
+        return f"{format_number(float(value), digits)} ± {format_number(se, 2)}"
     if not isinstance(value, numbers.Real):
         return str(value)
     x = float(value)

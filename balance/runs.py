@@ -147,7 +147,8 @@ def to_jsonable(obj: Any) -> Any:
     if isinstance(obj, int):
         return int(obj)
     if isinstance(obj, float):
-        return float(obj)
+        to_json = getattr(obj, "to_json", None)  # balance.seeds.MeanSE
+        return to_json() if callable(to_json) else float(obj)
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, Mapping):
@@ -553,3 +554,84 @@ def load_checkpoint(
             "was not written by balance; delete it to restart the run from scratch."
         )
     return state
+
+
+# --------------------------------------------------------------------------------------------
+# Run identity and stages
+# --------------------------------------------------------------------------------------------
+
+#: Run-environment settings: they may change between a run and its resumption (another
+#: device, no progress bars, other thread or worker counts) without changing its results.
+RUNTIME_FIELDS = frozenset({"device", "progress", "threads", "workers"})
+
+
+def run_identity(config: Any, *, drop: tuple[str, ...] = ()) -> dict:
+    """``config`` (a dataclass, or a dict of values and dataclasses) as a JSON dict without the
+    :data:`RUNTIME_FIELDS` and the dotted paths in ``drop`` (e.g. ``"data.root"``): what
+    :func:`prepare_run` compares on resume."""
+
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k not in RUNTIME_FIELDS}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    identity = strip(config_to_dict(config))
+    for path in drop:
+        *parents, leaf = path.split(".")
+        node = identity
+        for key in parents:
+            node = node.get(key, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return identity
+
+
+class Stage:
+    """One step of an experiment in its own folder: skip it when finished, time it, save it.
+
+    ::
+
+        stage = Stage(run_dir / "vae", identity, device)
+        if stage.done is not None:
+            return stage.done          # its results.json, from an earlier invocation
+        ...                            # train (resumes from the folder's checkpoint) and score
+        return stage.save(results)     # results.json, with the stage's wall time
+
+    Opening a stage that is not finished creates or re-opens its folder with
+    :func:`prepare_run` (``identity`` compared on resume: a changed config is refused).
+    """
+
+    def __init__(self, folder: str | os.PathLike, identity: Any | None = None,
+                 device: str | torch.device | None = None):
+        import time
+
+        self.folder = Path(folder)
+        self._start = time.perf_counter()
+        path = self.folder / RESULTS_FILE
+        self.done: dict | None = read_json(path) if path.is_file() else None
+        if self.done is None and identity is not None:
+            prepare_run(self.folder, identity, device=device)
+
+    def elapsed(self) -> float:
+        """Seconds since the stage was opened."""
+        import time
+
+        return time.perf_counter() - self._start
+
+    def save(self, results: Mapping[str, Any]) -> dict:
+        """Write ``results`` (plus ``wall_time_s`` unless given) as the stage's results.json."""
+        results = dict(results)
+        results.setdefault("wall_time_s", self.elapsed())
+        write_json(self.folder / RESULTS_FILE, results)
+        self.done = results
+        return results
+
+
+def load_model(run_dir: str | os.PathLike, *, map_location: str = "cpu") -> torch.nn.Module:
+    """Rebuild the trained model of one training run folder from its ``model.json`` and
+    checkpoint (:func:`balance.models.registry.load_model`)."""
+    from balance.models.registry import load_model as _load
+
+    return _load(run_dir, map_location=map_location)
