@@ -2,8 +2,8 @@
 exceeds the seed-to-seed spread.
 
 :func:`aggregate` merges the results dicts of one experiment run once per seed: every number
-becomes a :class:`MeanSE` (a ``float`` equal to the mean, carrying the standard error and the
-number of seeds), lists of numbers element by element, booleans the count of seeds where they
+that varies becomes a :class:`MeanSE` (a ``float`` equal to the mean, carrying the standard
+error and the number of seeds), lists of numbers element by element, booleans the count of seeds where they
 hold (``"2/3"``), other values the first seed's when all agree (else the list of them).
 Tables format a ``MeanSE`` as ``mean ± s.e.`` (``balance.reporting.format_number``).
 Saved as JSON, a ``MeanSE`` is ``{"mean", "se", "n"}``; :func:`revive` turns those back.
@@ -63,6 +63,8 @@ def aggregate(results: Sequence[Any]) -> Any:
         keys = [k for k in first if all(isinstance(r, dict) and k in r for r in results)]
         return {k: aggregate([r[k] for r in results]) for k in keys}
     if all(_is_number(r) for r in results):
+        if all(r == first for r in results):  # no spread (e.g. the paper's numbers)
+            return first
         return MeanSE.of(results)
     if all(isinstance(r, bool) for r in results):
         return f"{sum(results)}/{len(results)}"

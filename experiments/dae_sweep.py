@@ -25,6 +25,7 @@ Usage::
 
     python experiments/dae_sweep.py --preset quick     # MNIST subset, CPU, ~10-15 min
     python experiments/dae_sweep.py --preset paper     # CIFAR-10, the paper's set-up (GPU)
+    python experiments/dae_sweep.py --set sweep.vae_beta=0.01
     python -m paper_figures.rae_table runs/dae_sweep/quick out/
 
 Run folder (default ``runs/dae_sweep/<preset>``): one sub-folder per model (training run,
@@ -35,25 +36,26 @@ Re-running the same command resumes.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-try:  # imported as part of the repository (tests, python -m)
-    from experiments import _common as common
-    from experiments import rae_table as rt
-except ImportError:  # run as a script: experiments/ is on sys.path
-    import _common as common
-    import rae_table as rt
+if __package__ in (None, ""):  # python experiments/dae_sweep.py
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from balance.reporting import markdown_table, shorten_na
+from balance.evaluation.columns import ColumnsConfig
+from balance.evaluation.table import TableConfig, TableRow, fid_note, run_rows
+from balance.experiment import run_script
+from balance.models.registry import ConvSpec
+from balance.reporting import format_number, markdown_table, shorten_na
 from balance.runs import RESULTS_FILE, write_json
-from balance.threads import limit_threads
 from balance.train import TrainConfig
 
 NAME = "dae_sweep"
-DEFAULT_RUN_ROOT = Path("runs") / NAME
+PRESETS = ("quick", "paper", "smoke")
+DATA_ROOT_FIELD = "data_root"
 SAMPLERS = ("normal", "mvg", "gmm")
+COLUMN_LABELS = {"normal": "N(0,I)", "mvg": "MVG", "gmm": "GMM"}
 
 #: Daly et al. (2022), CIFAR-10 FIDs quoted in EXPERIMENTS.md E5 (128 latents, 128 filters; best
 #: DAE: 96 latents, depths [3, 3, 2, 1]). Only these numbers are recorded.
@@ -85,12 +87,12 @@ def _depth_tag(depth) -> str:
     return str(depth) if isinstance(depth, int) else "-".join(str(d) for d in depth)
 
 
-def sweep_models(s: SweepConfig) -> tuple[rt.ModelSpec, ...]:
-    """ModelSpecs of the grid, the baseline's variants and the VAE (BCE reconstruction)."""
-    def dae(f, d, k, **kw) -> rt.ModelSpec:
+def sweep_models(s: SweepConfig) -> tuple[TableRow, ...]:
+    """Rows of the grid, the baseline's variants and the VAE (BCE reconstruction)."""
+    def dae(f, d, k, **kw) -> TableRow:
         tag = kw.pop("tag", "")
         name = f"dae_f{f}_d{_depth_tag(d)}_k{k}{tag}"
-        return rt.ModelSpec(name=name, kind=kw.pop("kind", "ae"), reconstruction="bce",
+        return TableRow(name=name, kind=kw.pop("kind", "ae"), reconstruction="bce",
                             base_filters=f, depth=d, latent_dim=k, **kw)
 
     grid = [(f, d, k) for f in s.filters for d in s.depths for k in s.latents]
@@ -108,15 +110,21 @@ def sweep_models(s: SweepConfig) -> tuple[rt.ModelSpec, ...]:
     if s.frozen:
         models.append(dae(f, d, k, tag="_frozen", freeze_latent=True,
                           label="DAE, frozen latent layer"))
-    models.append(rt.ModelSpec(name="vae", kind="vae", head="gaussian", reconstruction="bce",
+    models.append(TableRow(name="vae", kind="vae", head="gaussian", reconstruction="bce",
                                beta=s.vae_beta, base_filters=f, depth=d, latent_dim=k,
                                label=f"VAE (beta {s.vae_beta:g})"))
     return tuple(models)
 
 
 @dataclass(frozen=True)
-class Config(rt.Config):
+class Config(TableConfig):
+    """A table whose rows are always made from ``sweep`` (:func:`sweep_models`), so that
+    ``--set sweep.vae_beta=0.01`` changes the VAE row."""
+
     sweep: SweepConfig = SweepConfig()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rows", sweep_models(self.sweep))
 
 
 def preset(name: str) -> Config:
@@ -130,11 +138,11 @@ def preset(name: str) -> Config:
                             extra=((16, 1, 8), (16, 1, 32)), baseline=(16, 1, 16))
         return Config(
             preset=name, train_limit=8_000, test_limit=2_000,
-            net=rt.NetConfig(latent_dim=16, base_filters=16),
+            net=ConvSpec(latent_dim=16, base_filters=16),
             train=TrainConfig(epochs=4, batch_size=100, lr=1e-3, lr_milestones=(3,),
                               lr_decay=0.1, progress=False),
-            models=sweep_models(sweep), sweep=sweep,
-            eval=rt.EvalConfig(n_samples=1000, ndb_bins=20, **samplers_eval),
+            sweep=sweep,
+            eval=ColumnsConfig(n_samples=1000, ndb_bins=20, **samplers_eval),
             device="cpu", threads=1,
         )
     if name == "paper":
@@ -143,11 +151,11 @@ def preset(name: str) -> Config:
                             extra=((128, (3, 3, 2, 1), 96),), baseline=(128, 1, 128))
         return Config(
             preset=name, dataset="cifar10",
-            net=rt.NetConfig(latent_dim=128, base_filters=128),
+            net=ConvSpec(latent_dim=128, base_filters=128),
             train=TrainConfig(epochs=100, batch_size=128, lr=1e-3, lr_milestones=(33, 66),
                               lr_decay=0.1),
-            models=sweep_models(sweep), sweep=sweep,
-            eval=rt.EvalConfig(n_samples=10_000, ndb_bins=100, **samplers_eval),
+            sweep=sweep,
+            eval=ColumnsConfig(n_samples=10_000, ndb_bins=100, **samplers_eval),
             device="auto",
         )
     if name == "smoke":
@@ -155,10 +163,10 @@ def preset(name: str) -> Config:
                             latent_norms=("bn",), decoder_noise=(0.5,))
         return Config(
             preset=name, train_limit=64, test_limit=64,
-            net=rt.NetConfig(latent_dim=4, base_filters=2),
+            net=ConvSpec(latent_dim=4, base_filters=2),
             train=TrainConfig(epochs=1, batch_size=32, lr=1e-3, progress=False),
-            models=sweep_models(sweep), sweep=sweep,
-            eval=rt.EvalConfig(n_samples=32, ndb_bins=4, gmm_components=2,
+            sweep=sweep,
+            eval=ColumnsConfig(n_samples=32, ndb_bins=4, gmm_components=2,
                                samplers=SAMPLERS),
             device="cpu", threads=1,
         )
@@ -213,7 +221,7 @@ def directions(models: dict[str, dict], baseline: str, bins: int) -> dict[str, A
 def table_headers() -> tuple[str, ...]:
     cols = []
     for metric in ("FID", "NDB/K", "MMD_x"):
-        cols += [f"{metric} {rt.COLUMN_LABELS[s]}" for s in SAMPLERS]
+        cols += [f"{metric} {COLUMN_LABELS[s]}" for s in SAMPLERS]
     return ("model", "params", "rec. err.", "MMD(q,N)", *cols)
 
 
@@ -249,10 +257,14 @@ def baseline_name(config: Config) -> str:
     return f"dae_f{f}_d{_depth_tag(d)}_k{k}"
 
 
-def main(config: Config, run_dir: Path | None = None, *, progress: bool = True) -> dict:
+def default_run_dir(config: Config) -> Path:
+    return Path("runs") / NAME / config.preset
+
+
+def main(config: Config, run_dir: Path | None = None, *, progress: bool = False) -> dict:
     """Run (or resume) every model of the sweep; write and return the combined results."""
-    with limit_threads(config.threads):
-        run_dir, results = rt.run_models(NAME, config, run_dir, progress)
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
+    results = run_rows(NAME, config, run_dir, progress)
     baseline = baseline_name(config)
     results.update(
         baseline=baseline, samplers=list(SAMPLERS), paper=PAPER,
@@ -261,31 +273,25 @@ def main(config: Config, run_dir: Path | None = None, *, progress: bool = True) 
         directions=directions(results["models"], baseline, config.eval.ndb_bins),
     )
     write_json(run_dir / RESULTS_FILE, results)
-    common.write_table(run_dir, "table", table_headers(), table_rows(results),
-                       before=rt.fid_note(results),
-                       after="\n" + markdown_table(PAPER_HEADERS, paper_rows()))
+    (run_dir / "table.md").write_text(
+        fid_note(results) + markdown_table(table_headers(), table_rows(results)) + "\n"
+        + markdown_table(PAPER_HEADERS, paper_rows()))
     return results
 
 
 def report(results: dict) -> str:
-    tables = [rt.fid_note(results) + markdown_table(table_headers(), table_rows(results)),
-              markdown_table(PAPER_HEADERS, paper_rows())]
-    return common.report(results, tables, results["directions"])
+    lines = [fid_note(results) + markdown_table(table_headers(), table_rows(results)),
+             markdown_table(PAPER_HEADERS, paper_rows())]
+    lines += [f"{k}: {format_number(v)}" for k, v in results["directions"].items()]
+    lines.append(f"wall time of the rows: {float(results['wall_time_s']):.0f} s")
+    return "\n".join(lines)
 
 
 def cli(argv: list[str] | None = None) -> dict:
-    p = rt.parser(__doc__, ("quick", "paper", "smoke"), DEFAULT_RUN_ROOT)
-    p.add_argument("--vae-beta", type=float, default=None, help="KL weight of the VAE")
-    args = p.parse_args(argv)
-    config = preset(args.preset)
-    if args.vae_beta is not None:
-        sweep = replace(config.sweep, vae_beta=args.vae_beta)
-        config = replace(config, sweep=sweep, models=sweep_models(sweep))
-    config = rt.apply_overrides(config, args)
-    results = main(config, args.run_dir, progress=args.progress)
-    print(report(results))
-    return results
+    from balance.experiment import cli as experiment_cli
+
+    return experiment_cli(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":
-    common.run_cli(cli, sys.argv[1:])
+    run_script(sys.modules[__name__], sys.argv[1:])

@@ -22,6 +22,7 @@ Usage::
 
     python experiments/gamma_fixed_vs_learned.py --preset quick   # CPU minutes, 6,000-image sample
     python experiments/gamma_fixed_vs_learned.py --preset paper   # GPU, full CelebA
+    python experiments/gamma_fixed_vs_learned.py --seeds 0 1 2   # mean ± s.e. over seeds
     python paper_figures/gamma_fixed_vs_learned.py runs/gamma_fixed_vs_learned/quick
 
 Run folder (default ``runs/gamma_fixed_vs_learned/<preset>``)::
@@ -43,22 +44,23 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
-import torch
+if __package__ in (None, ""):  # python experiments/gamma_fixed_vs_learned.py
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-try:  # imported as part of the repository (tests, python -m)
-    from experiments import _common as common
-except ImportError:  # run as a script: experiments/ is on sys.path
-    import _common as common
-
-from balance.metrics.reconstruction import module_device
-from balance.reporting import markdown_table
-from balance.runs import write_json
+from balance.data.splits import CelebAData, load_celeba_train_eval
+from balance.evaluation.vae import prior_match_metrics
+from balance.experiment import run_script
+from balance.models.registry import ConvSpec, build, save_model_record
+from balance.models.vae import GammaConfig
+from balance.reporting import format_number, markdown_table
+from balance.runs import RESULTS_FILE, Stage, prepare_run, read_json, run_identity, write_json
 from balance.threads import limit_threads
+from balance.tracing import StepTrace, trace_summary
 from balance.train import CHECKPOINT_FILE, TrainConfig, train
 
 NAME = "gamma_fixed_vs_learned"
-DEFAULT_RUN_ROOT = Path("runs") / NAME
+PRESETS = ("quick", "paper", "smoke")
+SEED_FIELDS = ("resolutions.0.train.seed", "resolutions.1.train.seed")
 VARIANTS = ("learned", "fixed")
 
 #: EXPERIMENTS.md E2 (the paper's Table 2): reconstruction error and MMD on the test set.
@@ -77,33 +79,24 @@ LARGER_GRAD = 10.0  # early ||dL/dz||: fixed / learned at least this: "much larg
 # ------------------------------------------------------------------------------------ config
 
 
-@dataclass(frozen=True)
-class ConvVAEConfig:
-    """The conv encoder/decoder pair (``balance.models.conv``) of the Gaussian VAE."""
-
-    latent_dim: int = 64
-    base_filters: int = 64
-    kernel_size: int = 5
-    depth: int = 1
-    logvar_bound: float | None = 10.0
-    output: str = "sigmoid"
+def conv_vae(latent_dim: int, base_filters: int, kernel_size: int,
+             gamma_lr: float | None = None) -> ConvSpec:
+    """The conv pair (``balance.models.conv``) in a Gaussian VAE with learnable gamma from 1."""
+    return ConvSpec(latent_dim=latent_dim, base_filters=base_filters, kernel_size=kernel_size,
+                    head="gaussian", gamma=GammaConfig(init=1.0, lr=gamma_lr))
 
 
 @dataclass(frozen=True)
 class ResolutionConfig:
-    """One resolution: its data subset, network, optimisation and gamma settings.
-
-    ``gamma_lr``: learning rate of log gamma in the learned run (None: ``train.lr``). A short
-    CPU run needs a larger one for gamma to travel from ``gamma_init`` to its small final value
-    (Adam moves log gamma by about ``lr`` per step).
-    """
+    """One resolution: its data subset, model, optimisation. ``model.gamma`` is the learned
+    run's (initial value, and ``lr``: Adam's lr for log gamma; a short CPU run needs a larger
+    one for gamma to travel to its small final value); the fixed run uses the same spec with
+    gamma fixed at the learned run's final value."""
 
     resolution: int = 64
     train_limit: int | None = None
-    net: ConvVAEConfig = ConvVAEConfig()
+    model: ConvSpec = conv_vae(64, 64, 5)
     train: TrainConfig = TrainConfig()
-    gamma_init: float = 1.0
-    gamma_lr: float | None = None
 
 
 @dataclass(frozen=True)
@@ -122,7 +115,7 @@ class EvalConfig:
 @dataclass(frozen=True)
 class Config:
     preset: str = "quick"
-    data: common.CelebAData = common.CelebAData()
+    data: CelebAData = CelebAData()
     resolutions: tuple[ResolutionConfig, ...] = ()
     eval: EvalConfig = EvalConfig()
     device: str = "auto"
@@ -138,14 +131,14 @@ def preset(name: str) -> Config:
         def res(r: int, epochs: int) -> ResolutionConfig:
             return ResolutionConfig(
                 resolution=r,
-                net=ConvVAEConfig(latent_dim=64, base_filters=64, kernel_size=5),
+                model=conv_vae(64, 64, 5),
                 train=TrainConfig(epochs=epochs, batch_size=64, lr=1e-4,
                                   lr_milestones=(epochs * 3 // 4,), lr_decay=0.5),
             )
 
         return Config(
             preset=name,
-            data=common.CelebAData(eval_splits=("test",), min_train_images=150_000),
+            data=CelebAData(eval_splits=("test",), min_train_images=150_000),
             resolutions=(res(64, 40), res(128, 40)),
             device="auto",
         )
@@ -153,17 +146,17 @@ def preset(name: str) -> Config:
         # 2 shared CPU cores, ~10 minutes for both resolutions: small widths, a subset of the
         # 4,560 training images of the sample, the 660 test images; Adam at 1e-3 with a faster
         # log gamma so that gamma reaches its small final value within a few hundred steps.
-        net = ConvVAEConfig(latent_dim=64, base_filters=8, kernel_size=4)
+        model = conv_vae(64, 8, 4, gamma_lr=2e-2)
         return Config(
             preset=name,
-            data=common.CelebAData(eval_splits=("test",)),
+            data=CelebAData(eval_splits=("test",)),
             resolutions=(
                 ResolutionConfig(
-                    resolution=64, train_limit=2000, net=net, gamma_lr=2e-2,
+                    resolution=64, train_limit=2000, model=model,
                     train=TrainConfig(epochs=8, batch_size=32, lr=1e-3),
                 ),
                 ResolutionConfig(
-                    resolution=128, train_limit=1000, net=net, gamma_lr=2e-2,
+                    resolution=128, train_limit=1000, model=model,
                     train=TrainConfig(epochs=6, batch_size=32, lr=1e-3),
                 ),
             ),
@@ -172,14 +165,13 @@ def preset(name: str) -> Config:
             threads=1,
         )
     if name == "smoke":
-        net = ConvVAEConfig(latent_dim=8, base_filters=4, kernel_size=4)
+        model = conv_vae(8, 4, 4, gamma_lr=2e-2)
         train_cfg = TrainConfig(epochs=2, batch_size=8, lr=1e-3)
         return Config(
             preset=name,
-            data=common.CelebAData(eval_splits=("test",), eval_limit=12),
+            data=CelebAData(eval_splits=("test",), eval_limit=12),
             resolutions=tuple(
-                ResolutionConfig(resolution=r, train_limit=16, net=net, train=train_cfg,
-                                 gamma_lr=2e-2)
+                ResolutionConfig(resolution=r, train_limit=16, model=model, train=train_cfg)
                 for r in (64, 128)
             ),
             eval=EvalConfig(summary_steps=2, batch_size=8),
@@ -189,124 +181,35 @@ def preset(name: str) -> Config:
     raise ValueError(f"unknown preset {name!r}; choose quick, paper or smoke")
 
 
-# ------------------------------------------------------------------------------------- model
-
-
-def build_vae(res: ResolutionConfig, gamma):
-    """``GaussianVAE`` with the conv pair of ``res.net`` and decoder variance ``gamma``
-    (a ``GammaConfig``); initial weights from ``res.train.seed``, the same for both runs."""
-    from balance.models.conv import conv_pair
-    from balance.models.vae import GaussianVAE
-    from balance.runs import seed_everything
-
-    seed_everything(res.train.seed)
-    n = res.net
-    encoder, decoder = conv_pair(
-        in_channels=3, resolution=res.resolution, latent_dim=n.latent_dim,
-        base_filters=n.base_filters, depth=n.depth, kernel_size=n.kernel_size,
-        head="gaussian", output=n.output, logvar_bound=n.logvar_bound,
-    )
-    return GaussianVAE(encoder, decoder, gamma)
-
-
-# ---------------------------------------------------------------------------------- evaluate
-
-
-@torch.no_grad()
-def evaluate(model, x: torch.Tensor, cfg: EvalConfig) -> dict:
-    """Test metrics of a trained VAE: reconstruction error (from the posterior mean), MMD^2
-    between q(z) and N(0, I), active units, mean KL, and the MMD^2 of N(0, I) draws of the same
-    size against N(0, I) (the estimator's noise level)."""
-    from balance.metrics.active_units import active_units
-    from balance.metrics.mmd import mmd_to_standard_normal
-    from balance.metrics.reconstruction import reconstruction_error
-
-    model.eval()
-    device = module_device(model)
-    encoded = common.batched(model.encode, x, cfg.batch_size, device)
-    mu = torch.cat([m.cpu() for m, _ in encoded])
-    logvar = torch.cat([v.cpu() for _, v in encoded])
-    rec = reconstruction_error(model, x, batch_size=cfg.batch_size).cpu()
-    generator = torch.Generator().manual_seed(cfg.seed)
-    z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=generator)
-    z = z[: cfg.mmd_samples] if cfg.mmd_samples else z
-    mmd = mmd_to_standard_normal(z.double(), generator=generator)
-    noise_level = mmd_to_standard_normal(
-        torch.randn(z.shape, generator=generator, dtype=torch.float64), generator=generator
-    )
-    count, variances = active_units(mu, cfg.au_threshold)
-    kl = 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1).sum(1)
-    return {
-        "n_test": int(x.shape[0]),
-        "rec": float(rec.mean()),
-        "rec_se": float(rec.std() / math.sqrt(rec.numel())) if rec.numel() > 1 else None,
-        "mmd": mmd,
-        "mmd_prior_noise_level": noise_level,
-        "active_units": count,
-        "latent_variances": variances.tolist(),
-        "kl": float(kl.mean()),
-    }
-
-
-def trace_summary(values: list[float], cfg: EvalConfig) -> dict:
-    """Early / late means and the maximum of the per-step ``||dL/dz||``, and a subsample of at
-    most ``cfg.trace_points`` steps (log-spaced, all steps when fewer) for the figure."""
-    v = np.asarray(values, dtype=np.float64)
-    if v.size == 0:
-        return {"steps": 0}
-    k = min(cfg.summary_steps, v.size)
-    if v.size <= cfg.trace_points:
-        idx = np.arange(v.size)
-    else:
-        idx = np.unique(np.round(np.geomspace(1, v.size, cfg.trace_points)).astype(int) - 1)
-    return {
-        "steps": int(v.size),
-        "early_mean": float(v[:k].mean()),
-        "late_mean": float(v[-k:].mean()),
-        "first": float(v[0]),
-        "max": float(v.max()),
-        "summary_steps": int(k),
-        "trace_step": (idx + 1).tolist(),
-        "trace_value": v[idx].tolist(),
-    }
-
-
 # --------------------------------------------------------------------------------------- run
 
 
-def run_variant(
-    stage_dir: Path, config: Config, res: ResolutionConfig, variant: str, gamma_init: float,
-    data: tuple[torch.Tensor, torch.Tensor], progress: bool,
-) -> dict:
+def run_variant(stage_dir: Path, config: Config, res: ResolutionConfig, variant: str,
+                gamma_init: float, data, progress: bool) -> dict:
     """Train one run (``learned`` or ``fixed`` gamma) and evaluate it; skipped when done."""
-    from balance.models.vae import GammaConfig
-    from balance.objectives.elbo import vae_loss
-
-    done = common.stage_done(stage_dir)
-    if done is not None:
-        return done
-    timer = common.Timer()
-    gamma = GammaConfig(init=float(gamma_init), learnable=(variant == "learned"))
-    spec = {"variant": variant, "resolution": res, "gamma": gamma, "data": config.data,
-            "eval": config.eval}
-    common.prepare(stage_dir, spec, config.device)
+    gamma = replace(res.model.gamma, init=float(gamma_init), learnable=variant == "learned")
+    spec = replace(res.model, gamma=gamma)
+    stage = Stage(stage_dir, {"variant": variant, "resolution": replace(res, model=spec),
+                              "data": config.data, "eval": config.eval}, config.device)
+    if stage.done is not None:
+        return stage.done
     train_x, test_x = data
-    model = build_vae(res, gamma)
+    shape = (3, res.resolution, res.resolution)
+    model = build(spec, shape, res.train.seed)
+    save_model_record(stage_dir, spec, shape, res.train.seed)
     train_cfg = replace(res.train, device=config.device, progress=progress)
-    trace = common.StepTrace(stage_dir / "grad_z_norm.jsonl", "grad_z_norm",
-                             stage_dir / CHECKPOINT_FILE)
-    history = train(
-        model, trace.wrap(vae_loss), train_x, train_cfg, run_dir=stage_dir,
-        eval_fn=trace.flush,
-        optimizer_fn=common.gamma_adam(model, train_cfg, res.gamma_lr),
-    )
-    metrics = evaluate(model, test_x, config.eval)
-    epochs = [
-        {k: h.get(k) for k in ("epoch", "step", "loss", "reconstruction", "kl",
-                               "squared_error", "gamma", "grad_z_norm", "time_s")}
-        for h in history
-    ]
-    results = {
+    trace = StepTrace(stage_dir / "grad_z_norm.jsonl", "grad_z_norm", stage_dir / CHECKPOINT_FILE)
+    from balance.objectives import loss
+
+    history = train(model, trace.wrap(loss("elbo")), train_x, train_cfg, run_dir=stage_dir,
+                    eval_fn=trace.flush)
+    e = config.eval
+    metrics = prior_match_metrics(model, test_x, batch_size=e.batch_size,
+                                  au_threshold=e.au_threshold, mmd_samples=e.mmd_samples,
+                                  seed=e.seed)
+    keys = ("epoch", "step", "loss", "reconstruction", "latent", "squared_error", "gamma",
+            "grad_z_norm", "time_s")
+    return stage.save({
         "variant": variant,
         "resolution": res.resolution,
         "gamma_init": float(gamma_init),
@@ -314,13 +217,11 @@ def run_variant(
         "gamma_final": model.gamma,
         "n_train": int(train_x.shape[0]),
         **metrics,
-        "grad_z_norm": trace_summary(trace.read(), config.eval),
-        "epochs": epochs,
-        **common.device_record(config.device),
-        "wall_time_s": timer(),
+        "grad_z_norm": trace_summary(trace.read(), e.summary_steps, e.trace_points),
+        "epochs": [{k: h.get(k) for k in keys} for h in history],
+        "device": config.device,
         "train_time_s": float(sum(h.get("time_s", 0.0) for h in history)),
-    }
-    return common.save_stage(stage_dir, results)
+    })
 
 
 def compare(learned: dict, fixed: dict) -> dict:
@@ -363,64 +264,64 @@ def table_rows(results: dict) -> list[list]:
     return rows
 
 
+def default_run_dir(config: Config) -> Path:
+    return Path("runs") / NAME / config.preset
+
+
 def main(config: Config, run_dir: Path | None = None, *, progress: bool = True) -> dict:
     """Run (or resume) every resolution of ``config``; returns the combined results."""
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
     with limit_threads(config.threads):
-        timer = common.Timer()
-        run_dir = common.open_run(config, run_dir, DEFAULT_RUN_ROOT / config.preset)
+        prepare_run(run_dir, run_identity(config), device=config.device)
         per_resolution = {}
         for res in config.resolutions:
             folder = run_dir / f"celeba{res.resolution}"
             data = None
-            if any(common.stage_done(folder / v) is None for v in VARIANTS):
-                data = common.load_train_eval(
-                    config.data, res.resolution, train_limit=res.train_limit, progress=progress
-                )
-            learned = run_variant(folder / "learned", config, res, "learned", res.gamma_init, data,
-                                  progress)
+            if any(not (folder / v / RESULTS_FILE).is_file() for v in VARIANTS):
+                data = load_celeba_train_eval(config.data, res.resolution,
+                                              train_limit=res.train_limit, progress=progress)
+            learned = run_variant(folder / "learned", config, res, "learned",
+                                  res.model.gamma.init, data, progress)
             # Run 2 reads gamma* from run 1's saved results (not from memory).
-            gamma_star = common.stage_done(folder / "learned")["gamma_final"]
+            gamma_star = read_json(folder / "learned" / RESULTS_FILE)["gamma_final"]
             fixed = run_variant(folder / "fixed", config, res, "fixed", gamma_star, data, progress)
             per_resolution[str(res.resolution)] = {
                 "learned": learned, "fixed": fixed, "comparison": compare(learned, fixed)
             }
         results = {
-            **common.results_header(NAME, config),
-            "config": common.run_identity(config),
+            "experiment": NAME, "preset": config.preset, "device": config.device,
+            "config": run_identity(config),
             "resolutions": per_resolution,
             "paper": PAPER_TABLE2,
             "wall_time_s": float(sum(p[v]["wall_time_s"] for p in per_resolution.values()
                                      for v in VARIANTS)),
-            "this_invocation_s": timer(),
         }
-        write_json(run_dir / "results.json", results)
-        common.write_table(run_dir, "table2", TABLE_HEADERS, table_rows(results))
+        write_json(run_dir / RESULTS_FILE, results)
+        (run_dir / "table2.md").write_text(markdown_table(TABLE_HEADERS, table_rows(results)))
         return results
 
 
 def report(results: dict) -> str:
-    lines = []
+    lines = [markdown_table(TABLE_HEADERS, table_rows(results))]
     for r, per in results["resolutions"].items():
         c = per["comparison"]
         lines.append(
-            f"CelebA-{r}: rec. differs by {100 * c['rec_relative_difference']:.1f}% "
+            f"CelebA-{r}: rec. differs by {format_number(100 * c['rec_relative_difference'])}% "
             f"(similar: {c['similar_reconstruction']}), MMD fixed/learned = "
-            f"{c['mmd_ratio_fixed_over_learned']:.2f} (clearly lower with learned gamma: "
-            f"{c['lower_mmd_with_learned_gamma']}), early gradient fixed/learned = "
-            f"{c['early_grad_ratio_fixed_over_learned']:.3g} (much larger with fixed gamma: "
-            f"{c['larger_early_gradient_with_fixed_gamma']})"
+            f"{format_number(c['mmd_ratio_fixed_over_learned'])} (clearly lower with learned "
+            f"gamma: {c['lower_mmd_with_learned_gamma']}), early gradient fixed/learned = "
+            f"{format_number(c['early_grad_ratio_fixed_over_learned'])} (much larger with "
+            f"fixed gamma: {c['larger_early_gradient_with_fixed_gamma']})"
         )
-    table = markdown_table(TABLE_HEADERS, table_rows(results))
-    return common.report(results, [table], lines=lines)
+    lines.append(f"wall time of the runs: {float(results['wall_time_s']):.0f} s")
+    return "\n".join(lines)
 
 
 def cli(argv: list[str] | None = None) -> dict:
-    args = common.parser(__doc__, ("quick", "paper", "smoke"), DEFAULT_RUN_ROOT).parse_args(argv)
-    config = common.apply_args(preset(args.preset), args)
-    results = main(config, args.run_dir, progress=args.progress)
-    print(report(results))
-    return results
+    from balance.experiment import cli as experiment_cli
+
+    return experiment_cli(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":
-    common.run_cli(cli, sys.argv[1:])
+    run_script(sys.modules[__name__], sys.argv[1:])

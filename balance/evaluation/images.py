@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["ImageScorer", "image_grid", "save_png", "thumbnails", "to_uint8"]
+__all__ = ["FIDScorer", "ImageScorer", "down_up", "feature_frechet", "image_grid", "ndb_evaluators",
+           "save_png", "thumbnails", "to_uint8"]
 
 
 class ImageScorer:
@@ -108,3 +109,64 @@ def save_png(array: np.ndarray, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array).save(path, optimize=True)
     return path
+
+
+def down_up(x: Tensor, side: int) -> Tensor:
+    """Downsample to ``side`` (antialiased bilinear) and back up (bilinear), in [0, 1]: the
+    "Downsample" row of E3."""
+    out = []
+    for b in x.split(256):
+        small = thumbnails(b, side)
+        out.append(torch.nn.functional.interpolate(
+            small, size=x.shape[-2:], mode="bilinear", align_corners=False).clamp(0, 1))
+    return torch.cat(out)
+
+
+def feature_frechet(a: np.ndarray, b: np.ndarray) -> float:
+    """Frechet distance between Gaussians fitted to two feature sets [N, d] (float64): FID's
+    formula in a feature space that needs no Inception weights (e.g. a frozen AE's codes)."""
+    from balance.metrics.frechet import frechet_distance
+
+    return float(frechet_distance(a.mean(0), np.cov(a, rowvar=False),
+                                  b.mean(0), np.cov(b, rowvar=False)))
+
+
+class FIDScorer:
+    """FID against fixed real images with pytorch-fid's Inception network, or
+    ``balance.reporting.NA_FID`` for every score when its weights file is absent."""
+
+    def __init__(self, real: Tensor, *, weights: str | None = None,
+                 device: str | torch.device = "cpu"):
+        from balance.metrics.fid import image_statistics, inception_weights_available
+
+        self.weights = weights
+        self.device = device
+        self.available = inception_weights_available(weights)
+        self.reference = (image_statistics(real, weights=weights, device=device)
+                          if self.available else None)
+
+    def __call__(self, fake: Tensor) -> float | str:
+        from balance.metrics.fid import fid_from_images
+        from balance.reporting import NA_FID
+
+        if self.reference is None:
+            return NA_FID
+        return fid_from_images(self.reference, fake, weights=self.weights, device=self.device)
+
+
+def ndb_evaluators(train_vectors: np.ndarray, ks: Sequence[int], *, seed: int = 0) -> dict:
+    """``{k: samples [M, D] -> {"k", "ndb", "ndb_over_k", "js", ...}}`` against k-means bins
+    fitted once per K on ``train_vectors [N, D]`` (Richardson & Weiss 2018); K above N is left
+    out."""
+    from balance.metrics.ndb import NDBBins
+
+    def evaluator(bins):
+        def evaluate(samples: np.ndarray) -> dict:
+            r = bins.evaluate(samples)
+            return {"k": r.k, "ndb": r.ndb, "ndb_over_k": r.ndb_over_k, "js": r.js,
+                    "n_train": r.n_train, "n_samples": r.n_samples}
+
+        return evaluate
+
+    return {k: evaluator(NDBBins.fit(train_vectors, k, seed=seed)) for k in ks
+            if k <= train_vectors.shape[0]}

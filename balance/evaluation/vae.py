@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-__all__ = ["VAEMetricsConfig", "vae_test_metrics"]
+__all__ = ["VAEMetricsConfig", "prior_match_metrics", "vae_test_metrics"]
 
 
 @dataclass(frozen=True)
@@ -79,4 +79,42 @@ def vae_test_metrics(model: nn.Module, test_x: Tensor, cfg: VAEMetricsConfig) ->
         "kl_per_dim": torch.cat(kl).double().mean(0).tolist(),
         "posterior_variance_per_dim": torch.cat(post_var).double().mean(0).tolist(),
         "gamma": model.gamma,
+    }
+
+
+@torch.no_grad()
+def prior_match_metrics(model: nn.Module, x: Tensor, *, batch_size: int = 500,
+                        au_threshold: float = 0.01, mmd_samples: int | None = 10000,
+                        seed: int = 1234) -> dict:
+    """The test metrics of E2 for a Gaussian VAE: reconstruction error (from the posterior
+    mean), the unbiased MMD^2 between q(z) (one z ~ q(z|x) per image, at most ``mmd_samples``)
+    and N(0, I) (``balance.metrics.mmd``), the MMD^2 of as many N(0, I) draws against N(0, I)
+    (the estimator's noise level), active units and the mean KL (nats per image)."""
+    from balance.evaluation.codec import batched_map
+    from balance.metrics.active_units import active_units
+    from balance.metrics.mmd import mmd_to_standard_normal
+    from balance.metrics.reconstruction import module_device, reconstruction_error
+
+    model.eval()
+    device = module_device(model)
+    params = batched_map(lambda b: torch.cat(model.encode(b), dim=1), x, batch_size, device)
+    mu, logvar = params.chunk(2, dim=1)
+    rec = reconstruction_error(model, x, batch_size=batch_size).cpu()
+    generator = torch.Generator().manual_seed(seed)
+    z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=generator)
+    z = z[:mmd_samples] if mmd_samples else z
+    mmd = mmd_to_standard_normal(z.double(), generator=generator)
+    noise_level = mmd_to_standard_normal(
+        torch.randn(z.shape, generator=generator, dtype=torch.float64), generator=generator)
+    count, variances = active_units(mu, au_threshold)
+    kl = 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1).sum(1)
+    return {
+        "n_test": int(x.shape[0]),
+        "rec": float(rec.mean()),
+        "rec_se": float(rec.std() / math.sqrt(rec.numel())) if rec.numel() > 1 else None,
+        "mmd": mmd,
+        "mmd_prior_noise_level": noise_level,
+        "active_units": count,
+        "latent_variances": variances.tolist(),
+        "kl": float(kl.mean()),
     }

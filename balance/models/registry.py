@@ -4,7 +4,8 @@
 
 - :class:`MLPVAESpec`: ``GaussianVAE`` with an MLP encoder and decoder, 4 skip arms (E1);
 - :class:`ConvSpec`: ``Autoencoder`` (AE family, VAE, CV-VAE) or ``GaussianVAE`` on the conv
-  pair (E2, E4, E5).
+  pair (E2, E4, E5);
+- :class:`balance.models.vae_plus.FeatureModelSpec`: a VAE+ feature model (E3).
 
 Adding a model family: a spec dataclass, a builder ``(spec, data_shape) -> nn.Module`` and one
 line in :data:`BUILDERS`. Each builder seeds torch with ``seed`` first, so the initial weights
@@ -23,6 +24,7 @@ from torch import nn
 
 from balance.models.autoencoder import AEConfig
 from balance.models.vae import GammaConfig
+from balance.models.vae_plus import FeatureModelSpec
 
 __all__ = ["ARMS", "BUILDERS", "ConvSpec", "MLPVAESpec", "build", "load_model", "MODEL_FILE"]
 
@@ -115,10 +117,19 @@ def _conv(spec: ConvSpec, data_shape: tuple[int, ...]) -> nn.Module:
     return Autoencoder(encoder, decoder, spec.ae)
 
 
+def _feature_model(spec: FeatureModelSpec, data_shape: tuple[int, ...]) -> nn.Module:
+    import torch
+
+    from balance.models.vae_plus import build_feature_model
+
+    return build_feature_model(spec, data_shape, torch.initial_seed())
+
+
 #: spec type -> (name recorded in a run folder, builder).
 BUILDERS: dict[type, tuple[str, Callable[[Any, tuple[int, ...]], nn.Module]]] = {
     MLPVAESpec: ("mlp_vae", _mlp_vae),
     ConvSpec: ("conv", _conv),
+    FeatureModelSpec: ("vae_plus_features", _feature_model),
 }
 
 

@@ -1,0 +1,245 @@
+"""The autoencoder-table protocol shared by the RAE table (E4) and the DAE sweep (E5): train
+every row (a conv model and its objective) in its own folder, then score the columns of
+:mod:`balance.evaluation.columns` against held-out images.
+
+A row is one :class:`TableRow`: the objective (``kind``, a kind of
+:func:`balance.objectives.loss`, and its weights) and the model's options over the table's
+conv pair (:class:`balance.models.registry.ConvSpec`). Adding a model to a table is one
+``TableRow`` in its preset, e.g.::
+
+    TableRow("rae_bn", "rae", beta=0.25, latent_norm="bn", label="RAE + latent BN")
+
+Run folder::
+
+    config.json ...            the table's identity
+    <row>/                     one training run (config.json, model.json, metrics.jsonl,
+                               checkpoint.pt, results.json, samples.npz)
+    <row>/vae2/                the second-stage VAE (rows with ``second_stage``)
+    reference.json             held-out real images scored like a column
+    samples.npz                a few images per row and column (``<row>/<column>``)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from balance.evaluation.columns import ColumnsConfig, sample_columns
+from balance.evaluation.images import ImageScorer
+from balance.models.autoencoder import AEConfig
+from balance.models.registry import ConvSpec, build, save_model_record
+from balance.models.vae import GammaConfig
+from balance.reporting import NA_FID
+from balance.runs import Stage, prepare_run, read_json, run_identity, write_json
+from balance.train import TrainConfig, train
+
+__all__ = ["TableConfig", "TableRow", "fid_note", "row_model", "run_rows"]
+
+SAMPLES_FILE = "samples.npz"
+
+
+@dataclass(frozen=True)
+class TableRow:
+    """One model of a table: objective ``kind`` (``"elbo"`` or an AE kind) with ``beta`` /
+    ``lam`` / ``reconstruction`` / ``gp_estimator``; the encoder ``head``; the ``AEConfig``
+    options; overrides of the table's width, depth and latent size; ``gamma`` for a Gaussian
+    VAE trained on the ELBO (its ``lr`` the decoder variance's learning rate);
+    ``second_stage``: sample N(0, I) through a second-stage VAE on codes z ~ q(z|x) (Dai &
+    Wipf's 2sVAE); ``lr``: the row's own learning rate."""
+
+    name: str
+    kind: str
+    head: str = "deterministic"
+    beta: float = 0.0
+    lam: float = 0.0
+    reconstruction: str = "mse"
+    gp_estimator: str = "hutchinson"
+    spectral_norm: str = "none"
+    latent_norm: str = "none"
+    decoder_noise_std: float = 0.0
+    freeze_latent: bool = False
+    base_filters: int | None = None
+    depth: int | tuple[int, ...] | None = None
+    latent_dim: int | None = None
+    gamma: GammaConfig | None = None
+    second_stage: bool = False
+    lr: float | None = None
+    label: str | None = None
+
+    def __post_init__(self):
+        if self.depth is not None and not isinstance(self.depth, int):
+            object.__setattr__(self, "depth", tuple(int(d) for d in self.depth))
+        if (self.kind == "elbo") != (self.gamma is not None):
+            raise ValueError(f"row {self.name!r}: the ELBO needs gamma (a GaussianVAE), and "
+                             "gamma is only used by the ELBO")
+
+
+@dataclass(frozen=True)
+class TableConfig:
+    """A table: data (``dataset``, limits, the subset seed, CelebA's pooled ``eval_splits``),
+    the conv pair of every row (``net``; rows override width, depth, latent), training,
+    rows, columns, device and threads."""
+
+    preset: str = "quick"
+    dataset: str = "mnist"
+    data_root: str | None = None
+    train_limit: int | None = None
+    test_limit: int | None = None
+    subset_seed: int = 0
+    eval_splits: tuple[str, ...] = ("test",)
+    net: ConvSpec = ConvSpec()
+    train: TrainConfig = TrainConfig()
+    rows: tuple[TableRow, ...] = ()
+    eval: ColumnsConfig = ColumnsConfig()
+    device: str = "auto"
+    threads: int | None = None
+
+
+def row_model(row: TableRow, net: ConvSpec) -> ConvSpec:
+    """The row's model spec: the table's conv pair with the row's head, options, overrides."""
+    changes = {k: getattr(row, k) for k in ("base_filters", "depth", "latent_dim")
+               if getattr(row, k) is not None}
+    ae = AEConfig(latent_norm=row.latent_norm, decoder_noise_std=row.decoder_noise_std,
+                  freeze_latent=row.freeze_latent, spectral_norm=row.spectral_norm)
+    return replace(net, head=row.head, ae=ae, gamma=row.gamma, **changes)
+
+
+def row_loss(row: TableRow):
+    from balance.objectives import loss
+
+    if row.kind == "elbo":
+        return loss("elbo")
+    return loss(row.kind, reconstruction=row.reconstruction, beta=row.beta, lam=row.lam,
+                gp_estimator=row.gp_estimator)
+
+
+def table_identity(config: TableConfig) -> dict:
+    """What a table's folder records and compares on resume (``eval_splits`` only for
+    CelebA, where it changes the data)."""
+    drop = ("rows",) + (() if config.dataset == "celeba" else ("eval_splits",))
+    return run_identity(config, drop=drop)
+
+
+class _Data:
+    """The table's images and scorer, loaded on first use (nothing is loaded when every row
+    is finished)."""
+
+    def __init__(self, config: TableConfig):
+        self.config = config
+        self._data = None
+        self._scorer = None
+
+    def images(self):
+        if self._data is None:
+            from balance.data.splits import load_images
+
+            c = self.config
+            self._data = load_images(c.dataset, c.data_root, c.train_limit, c.test_limit,
+                                     c.subset_seed, c.eval_splits)
+        return self._data
+
+    def scorer(self) -> ImageScorer:
+        if self._scorer is None:
+            train_x, test_x = self.images()
+            self._scorer = ImageScorer(train_x, test_x[: self.config.eval.n_samples],
+                                       ndb_bins=self.config.eval.ndb_bins,
+                                       seed=self.config.eval.seed)
+        return self._scorer
+
+
+def run_row(row: TableRow, config: TableConfig, data: _Data, run_dir: Path,
+            progress: bool) -> dict:
+    """Train (or resume) and evaluate one row; skipped when its results.json exists."""
+    spec = row_model(row, config.net)
+    stage = Stage(run_dir / row.name,
+                  {"row": row, "model": spec, "train": config.train, "dataset": config.dataset,
+                   "train_limit": config.train_limit, "subset_seed": config.subset_seed},
+                  config.device)
+    if stage.done is not None:
+        return stage.done
+    train_x, test_x = data.images()
+    model = build(spec, train_x.shape[1:], config.train.seed)
+    save_model_record(stage.folder, spec, train_x.shape[1:], config.train.seed)
+    train_cfg = replace(config.train, device=config.device, progress=progress,
+                        lr=row.lr if row.lr is not None else config.train.lr)
+    history = train(model, row_loss(row), train_x, train_cfg, run_dir=stage.folder)
+    started = stage.elapsed()
+    metrics, grids = sample_columns(model, train_x, test_x, data.scorer(), config.eval,
+                                    second_stage_for_normal=row.second_stage,
+                                    run_dir=stage.folder, device=config.device)
+    if row.gamma is not None:
+        metrics["gamma"] = float(model.gamma)
+    np.savez_compressed(stage.folder / SAMPLES_FILE, **grids)
+    last = {k: v for k, v in history[-1].items() if isinstance(v, int | float)} if history else {}
+    return stage.save({
+        "model": row.name,
+        "label": row.label or row.name,
+        "spec": asdict(row),
+        "n_train": int(train_x.shape[0]),
+        "n_params": int(sum(p.numel() for p in model.parameters())),
+        **metrics,
+        "final_epoch": last,
+        "train_time_s": float(sum(h.get("time_s", 0.0) for h in history)),
+        "eval_time_s": stage.elapsed() - started,
+    })
+
+
+def reference_scores(config: TableConfig, run_dir: Path, data: _Data) -> dict[str, Any] | None:
+    """Held-out real images (the test images after the first ``n_samples``) scored like a
+    column: the floor each metric reaches on real data at this sample size (NDB/K ~ alpha);
+    saved once in ``reference.json``."""
+    path = run_dir / "reference.json"
+    if path.is_file():
+        return read_json(path)
+    _, test_x = data.images()
+    n = config.eval.n_samples
+    held_out = test_x[n : 2 * n]
+    scores = data.scorer().score(held_out) if held_out.shape[0] >= 2 else None
+    write_json(path, scores)
+    return scores
+
+
+def combine_samples(run_dir: Path, names: Sequence[str]) -> Path:
+    """One ``samples.npz`` with ``<row>/<column>`` arrays (uint8 [n, C, H, W])."""
+    arrays = {}
+    for name in names:
+        path = run_dir / name / SAMPLES_FILE
+        if path.is_file():
+            with np.load(path) as f:
+                arrays.update({f"{name}/{k}": f[k] for k in f.files})
+    out = run_dir / SAMPLES_FILE
+    np.savez_compressed(out, **arrays)
+    return out
+
+
+def run_rows(name: str, config: TableConfig, run_dir: Path,
+             progress: bool = False) -> dict:
+    """Run (or resume) every row of ``config`` in ``run_dir``; returns the results common to
+    the tables (name, preset, device, held-out reference scores, rows, FID status, times)."""
+    from balance.threads import limit_threads
+
+    with limit_threads(config.threads):
+        prepare_run(run_dir, table_identity(config), device=config.device)
+        data = _Data(config)
+        models = {row.name: run_row(row, config, data, run_dir, progress) for row in config.rows}
+        combine_samples(run_dir, list(models))
+        fid = any(isinstance(c.get("fid"), float) for m in models.values()
+                  for c in m["columns"].values())
+        return {
+            "experiment": name, "preset": config.preset, "device": config.device,
+            "torch_threads": torch.get_num_threads(), "dataset": config.dataset,
+            "reference": reference_scores(config, run_dir, data),
+            "fid": "computed" if fid else NA_FID,
+            "models": models,
+            "wall_time_s": float(sum(m["wall_time_s"] for m in models.values())),
+        }
+
+
+def fid_note(results: dict) -> str:
+    """A line above a table whose FID columns are empty for want of the Inception weights."""
+    return "" if results["fid"] == "computed" else f"FID: {NA_FID}\n\n"
