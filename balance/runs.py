@@ -635,3 +635,13 @@ def load_model(run_dir: str | os.PathLike, *, map_location: str = "cpu") -> torc
     from balance.models.registry import load_model as _load
 
     return _load(run_dir, map_location=map_location)
+
+
+def results_header(name: str, config: Any) -> dict[str, Any]:
+    """The first fields of an experiment's results.json: its name, preset, the device it ran
+    on (label and name) and the CPU threads of torch."""
+    label = getattr(config, "device", "cpu")
+    device = pick_device(label)
+    return {"experiment": name, "preset": getattr(config, "preset", None),
+            "device": str(device), "device_name": device_name(device),
+            "torch_threads": torch.get_num_threads()}

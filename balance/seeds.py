@@ -3,8 +3,9 @@ exceeds the seed-to-seed spread.
 
 :func:`aggregate` merges the results dicts of one experiment run once per seed: every number
 that varies becomes a :class:`MeanSE` (a ``float`` equal to the mean, carrying the standard
-error and the number of seeds), lists of numbers element by element, booleans the count of seeds where they
-hold (``"2/3"``), other values the first seed's when all agree (else the list of them).
+error and the number of seeds), lists of numbers element by element, booleans the count of
+seeds where they hold (``"2/3"``), other values the first seed's when all agree (else the
+list of them).
 Tables format a ``MeanSE`` as ``mean ± s.e.`` (``balance.reporting.format_number``).
 Saved as JSON, a ``MeanSE`` is ``{"mean", "se", "n"}``; :func:`revive` turns those back.
 """

@@ -30,24 +30,24 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-try:  # imported as part of the repository (tests, python -m)
-    from experiments import _common as common
-except ImportError:  # run as a script: experiments/ is on sys.path
-    import _common as common
+if __package__ in (None, ""):  # python experiments/affine_landscape.py
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from balance.data.synthetic import affine_subspace
-from balance.runs import write_json
+from balance.experiment import run_script
+from balance.runs import RESULTS_FILE, prepare_run, read_json, write_json
 from balance.theory import affine
 from balance.threads import limit_threads
 
 NAME = "affine_landscape"
-DEFAULT_RUN_ROOT = Path("runs") / NAME
+SEED_FIELDS = ("seed",)
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ class LandscapeConfig:
     threads: int | None = 1
 
 
-PRESETS: dict[str, LandscapeConfig] = {
+CONFIGS: dict[str, LandscapeConfig] = {
     "quick": LandscapeConfig(
         preset="quick",
         cases=(
@@ -109,6 +109,19 @@ PRESETS: dict[str, LandscapeConfig] = {
         string_iters=300,
     ),
 }
+
+
+PRESETS = tuple(CONFIGS)
+
+
+def preset(name: str) -> LandscapeConfig:
+    if name not in CONFIGS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {PRESETS}")
+    return CONFIGS[name]
+
+
+def default_run_dir(config: LandscapeConfig) -> Path:
+    return Path("runs") / NAME / config.preset
 
 
 def _second_minimum(minima: list[affine.AffineOptimum], kappa: int):
@@ -204,18 +217,22 @@ def _format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(config: LandscapeConfig, out: Path | None = None) -> dict:
-    """Run every case of ``config`` into ``out`` (default runs/affine_landscape/<preset>) and
-    return the results dict (also saved as results.json)."""
-    run_dir = common.run_folder(out, DEFAULT_RUN_ROOT / config.preset)
-    common.prepare(run_dir, config, "cpu")
-    results = common.stage_done(run_dir)
-    if results is not None:
-        print(f"{run_dir} is complete; its table:")
-        print(_format_table(results["rows"]))
-        return results
+def main(config: LandscapeConfig, run_dir: Path | None = None, *,
+         progress: bool = False) -> dict:
+    """Run every case of ``config`` into ``run_dir`` (default runs/affine_landscape/<preset>)
+    and return the results dict (also saved as results.json); a finished run is re-read."""
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
+    prepare_run(run_dir, config, device="cpu")
+    if (run_dir / RESULTS_FILE).is_file():
+        return read_json(run_dir / RESULTS_FILE)
     with limit_threads(config.threads):
         return _run(config, run_dir)
+
+
+def report(results: dict) -> str:
+    return (f"{_format_table(results['rows'])}\n"
+            f"all starts reach L*: {results['all_starts_reach_closed_form']}; "
+            f"all barriers > 0: {results['all_barriers_positive']}")
 
 
 def _run(config: LandscapeConfig, run_dir: Path) -> dict:
@@ -230,8 +247,6 @@ def _run(config: LandscapeConfig, run_dir: Path) -> dict:
                         "barrier_end": out_case["row"].get("barrier_end"),
                         "rotation_barrier_formula":
                             out_case["row"].get("rotation_barrier_formula")}
-    table = _format_table(rows)
-    print(table)
     tol = 1e-8
     results = {
         "experiment": NAME,
@@ -253,22 +268,14 @@ def _run(config: LandscapeConfig, run_dir: Path) -> dict:
             writer.writerow([r[k] for k in fields]
                             + [r["barriers"].get(p, "") for p in ("rotation", "linear", "string")])
     write_json(run_dir / "results.json", results)
-    print(f"all starts reach L*: {results['all_starts_reach_closed_form']}; "
-          f"all barriers > 0: {results['all_barriers_positive']}; saved {run_dir}")
     return results
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[LandscapeConfig, Path | None]:
-    parser = common.parser(__doc__.split("\n\n")[0], sorted(PRESETS), DEFAULT_RUN_ROOT,
-                           data=False, device=False, progress=None)
-    parser.add_argument("--out", dest="run_dir", type=Path, help="the same as --run-dir")
-    parser.add_argument("--seed", type=int, default=None)
-    args = parser.parse_args(argv)
-    config = common.apply_args(PRESETS[args.preset], args)
-    if args.seed is not None:
-        config = dataclasses.replace(config, seed=args.seed)
-    return config, args.run_dir
+def cli(argv: list[str] | None = None) -> dict:
+    from balance.experiment import cli as experiment_cli
+
+    return experiment_cli(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":
-    main(*parse_args())
+    run_script(sys.modules[__name__], sys.argv[1:])

@@ -53,7 +53,15 @@ from balance.experiment import run_script
 from balance.models.registry import ConvSpec, build, save_model_record
 from balance.models.vae import GammaConfig
 from balance.reporting import format_number, markdown_table
-from balance.runs import RESULTS_FILE, Stage, prepare_run, read_json, run_identity, write_json
+from balance.runs import (
+    RESULTS_FILE,
+    Stage,
+    prepare_run,
+    read_json,
+    results_header,
+    run_identity,
+    write_json,
+)
 from balance.threads import limit_threads
 from balance.tracing import StepTrace, trace_summary
 from balance.train import CHECKPOINT_FILE, TrainConfig, train
@@ -289,7 +297,7 @@ def main(config: Config, run_dir: Path | None = None, *, progress: bool = True) 
                 "learned": learned, "fixed": fixed, "comparison": compare(learned, fixed)
             }
         results = {
-            "experiment": NAME, "preset": config.preset, "device": config.device,
+            **results_header(NAME, config),
             "config": run_identity(config),
             "resolutions": per_resolution,
             "paper": PAPER_TABLE2,

@@ -16,7 +16,7 @@ plus the affine skip), ``none`` (a plain MLP of the same depth). Test metrics
 Presets: ``quick`` (the main job, ``make sweep``: 6,000 images, kappa 5-100, 2 CPU cores),
 ``full`` (all 60,000/10,000 images, the paper's kappa grid, the residual and no-skip arms,
 sized for 2 CPU cores), ``paper`` (the same with the paper's IWAE k = 5,000, for a GPU),
-``manifold`` (synthetic data on a nonlinear r = 4 manifold in R^24, where the active count
+``manifold_quick`` (synthetic data on a nonlinear r = 4 manifold in R^24, where the active count
 should approach r) and ``smoke`` / ``manifold_smoke`` (seconds, the tests).
 
 Usage::
@@ -48,12 +48,20 @@ from balance.experiment import run_script
 from balance.models.registry import ARMS, MLPVAESpec, build, save_model_record
 from balance.models.vae import GammaConfig
 from balance.reporting import markdown_table
-from balance.runs import RESULTS_FILE, Stage, prepare_run, read_json, run_identity, write_json
+from balance.runs import (
+    RESULTS_FILE,
+    Stage,
+    prepare_run,
+    read_json,
+    results_header,
+    run_identity,
+    write_json,
+)
 from balance.threads import limit_threads
 from balance.train import TrainConfig, train
 
 NAME = "kappa_sweep"
-PRESETS = ("quick", "full", "paper", "manifold", "manifold_paper", "smoke", "manifold_smoke")
+PRESETS = ("quick", "full", "paper", "manifold_quick", "manifold_paper", "smoke", "manifold_smoke")
 SEED_FIELDS = ("train.seed",)
 
 #: EXPERIMENTS.md E1 (the paper's Table 1): kappa -> rec. err., NLL, # active (residual arm).
@@ -135,7 +143,7 @@ def preset(name: str) -> Config:
     cpu = dict(preset=name, arms=ARMS, device="cpu", threads=1, workers=2,
                eval=VAEMetricsConfig(iwae_k=100, iwae_limit=500, iwae_batch=100))
     fast_gamma = GammaConfig(lr=1e-2)
-    if name == "manifold":
+    if name == "manifold_quick":
         return Config(data=data, kappas=(2, 4, 8, 16, 24),
                       model=MLPVAESpec(latent_dim=1, width=128, gamma=fast_gamma),
                       train=TrainConfig(epochs=60, batch_size=100, lr=1e-3), **cpu)
@@ -298,7 +306,7 @@ def main(config: Config, run_dir: Path | None = None, *, progress: bool = True) 
     runs = collect(run_dir, sorted(set(config.kappas) | set(PAPER_TABLE1)))
     r = config.data.r if config.data.dataset == "manifold" else None
     results = {
-        "experiment": NAME, "preset": config.preset, "device": config.device,
+        **results_header(NAME, config),
         "data": {**sweep_identity(config)["data"], "r": r},
         "config": sweep_identity(config),
         "kappas": list(config.kappas),

@@ -3,7 +3,8 @@
     python -m paper_figures [--results results] [--out paper_figures/out] [--only NAME ...]
                             [--runs PRESET] [--strict] [--list]
 
-For each entry of :data:`REGISTRY` whose results folders exist, calls
+For each discovered entry (:func:`paper_figures.registry.discover`) whose results folders
+exist, calls
 ``paper_figures.<name>.make(results_folder, out/<name>)`` once per folder (each figure module
 reads only what that folder holds; nothing is trained or recomputed), checks that the
 declared outputs were written (every figure as PNG and PDF, every table as Markdown and LaTeX,
@@ -24,8 +25,9 @@ copies under ``results/``.
 
 Adding an entry: write ``paper_figures/<name>.py`` with ``make(results_dir, out_dir) ->
 list[Path]`` (use :mod:`paper_figures.style` for rcParams, ``save_figure`` and ``write_table``;
-end it with ``style.cli(make, __doc__, NAME)`` to run it on its own) and add an :class:`Entry`
-below naming its results folders, the commands that make them and the files it writes.
+end it with ``style.cli(make, __doc__, NAME)`` to run it on its own) and ``ENTRY``, a
+:class:`paper_figures.registry.Entry` naming its results folders, the commands that make them
+and the files it writes; :func:`paper_figures.registry.discover` finds it.
 """
 
 from __future__ import annotations
@@ -42,182 +44,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-DEFAULT_RESULTS = Path("results")
+from paper_figures.registry import DEFAULT_RESULTS, Entry, Source, discover, output_dir
+
 DEFAULT_OUT = Path("paper_figures") / "out"
 INDEX_FILE = "index.md"
 
-
-@dataclass(frozen=True)
-class Source:
-    """One results folder an entry reads: ``<results root>/<folder>``.
-
-    ``needs``: the files that must be there for the figure module to run. ``commands``: how to
-    make them, run from the repository root (``{preset}`` stands for the preset, "quick" for
-    the committed results); they write ``run_dir`` (also a template), from which ``copy`` (the
-    small files worth committing) go to ``results/<folder>/``. ``outputs``: glob patterns, in
-    the entry's output folder (``out/<entry>[/<out_subdir>]``), that must each match a
-    non-empty file after ``make``.
-    """
-
-    folder: str
-    commands: tuple[str, ...]
-    run_dir: str
-    needs: tuple[str, ...] = ("results.json",)
-    copy: tuple[str, ...] = ("results.json",)
-    outputs: tuple[str, ...] = ()
-    out_subdir: str = ""  # when two sources of one entry write the same file names
-
-    def run_folder(self, preset: str = "quick") -> Path:
-        return Path(self.run_dir.format(preset=preset))
-
-    def commands_for(self, preset: str = "quick") -> list[str]:
-        return [c.format(preset=preset) for c in self.commands]
-
-    def copy_command(self, results_root: Path = DEFAULT_RESULTS) -> str:
-        target = (Path(results_root) / self.folder).as_posix()
-        run_dir = self.run_folder().as_posix()
-        files = " ".join(f"{run_dir}/{name}" for name in self.copy)
-        return f"mkdir -p {target} && cp {files} {target}/"
-
-
-@dataclass(frozen=True)
-class Entry:
-    """A figure module ``paper_figures/<name>.py`` (or ``module``) and the results it reads."""
-
-    name: str
-    produces: str
-    sources: tuple[Source, ...]
-    module: str | None = None
-
-    @property
-    def module_name(self) -> str:
-        return self.module or f"paper_figures.{self.name}"
-
-    @property
-    def module_file(self) -> str:
-        return self.module_name.replace(".", "/") + ".py"
-
-
-def output_dir(out_root: Path, entry: Entry, source: Source) -> Path:
-    """Where ``entry`` writes what it draws from ``source``: ``out/<entry>[/<out_subdir>]``."""
-    folder = Path(out_root) / entry.name
-    return folder / source.out_subdir if source.out_subdir else folder
-
-
-def _command(experiment: str, *extra: str) -> str:
-    return " ".join(["python", f"experiments/{experiment}.py", "--preset", "{preset}", *extra])
-
-
-def _both(*stems: str, formats: tuple[str, ...]) -> tuple[str, ...]:
-    """``stem.<format>`` for every stem and format, e.g. a figure's PNG and PDF."""
-    return tuple(f"{stem}.{ext}" for stem in stems for ext in formats)
-
-
-FIGURE = ("png", "pdf")
-TABLE = ("md", "tex")
-TABLE_CSV = ("md", "tex", "csv")
-
-
-AFFINE = Source(
-    "affine_landscape",
-    commands=(_command("affine_landscape"),),
-    run_dir="runs/affine_landscape/{preset}",
-    copy=("config.json", "results.json", "table.csv"),
-    outputs=_both("affine_barrier", formats=FIGURE),
-)
-KAPPA = Source(
-    "kappa_sweep",
-    commands=(_command("kappa_sweep"),),  # both variants (skip, noskip) into one results.json
-    run_dir="runs/kappa_sweep/{preset}_mnist",
-    copy=("config.json", "results.json", "table.md"),
-    outputs=_both("kappa_sweep", formats=FIGURE) + _both("kappa_sweep_table", formats=TABLE),
-)
-KAPPA_MANIFOLD = Source(
-    "kappa_sweep_manifold",
-    commands=(_command("kappa_sweep", "--dataset", "manifold"),),
-    run_dir="runs/kappa_sweep/{preset}_manifold",
-    copy=("config.json", "results.json", "table.md"),
-    outputs=KAPPA.outputs,
-    out_subdir="manifold",
-)
-RAE = dict(
-    folder="rae_table",
-    commands=(_command("rae_table"),),
-    run_dir="runs/rae_table/{preset}",
-)
-#: The RAE table on CelebA-64: presets ``quick_celeba`` / ``paper_celeba``, drawn beside the
-#: MNIST table (same file names, so into ``celeba/`` below each entry's folder).
-RAE_CELEBA = dict(
-    folder="rae_table_celeba",
-    commands=("python experiments/rae_table.py --preset {preset}_celeba",),
-    run_dir="runs/rae_table/{preset}_celeba",
-    out_subdir="celeba",
-)
-DAE = dict(
-    folder="dae_sweep",
-    commands=(_command("dae_sweep"),),
-    run_dir="runs/dae_sweep/{preset}",
-)
-GRIDS = dict(needs=("results.json", "samples.npz"), copy=("results.json", "samples.npz"))
-RAE_TABLE_OUTPUTS = (_both("rae_table_fid", formats=TABLE)
-                     + _both("rae_table_metrics", formats=TABLE_CSV)
-                     + _both("rae_table", formats=FIGURE))
-RAE_GRID_OUTPUTS = _both("rae_table_summary", "rae_table_rec", "rae_table_interp_path",
-                         formats=FIGURE)
-
-#: Every expected table and figure: module, results folders, commands, outputs. The outputs
-#: listed are the ones each module must write: figures as PNG and PDF, tables as Markdown and
-#: LaTeX (and CSV where listed).
-REGISTRY: tuple[Entry, ...] = (
-    Entry(
-        "affine_barrier",
-        "THEORY.md section 1: energy barrier between two minima of the affine VAE",
-        (AFFINE,),
-    ),
-    Entry(
-        "kappa_sweep",
-        "E1, Table 1: kappa sweep (rec. error, IWAE NLL, active units), with/without skips; "
-        "MNIST, and a synthetic manifold",
-        (KAPPA, KAPPA_MANIFOLD),
-    ),
-    Entry(
-        "gamma_fixed_vs_learned",
-        "E2, Table 2 and Figure 1: learned vs fixed gamma on CelebA 64/128",
-        (Source("gamma_fixed_vs_learned", commands=(_command("gamma_fixed_vs_learned"),),
-                run_dir="runs/gamma_fixed_vs_learned/{preset}",
-                outputs=_both("figure1_grad_norm", formats=FIGURE)
-                + _both("table2", formats=TABLE_CSV)),),
-    ),
-    Entry(
-        "celeba_fid_ndb",
-        "E3, Tables 3 and 4: CelebA-128 FID and NDB (VAE+, VAE, WAE-MMD, Downsample)",
-        (Source("celeba_fid_ndb", commands=(_command("celeba_fid_ndb"),),
-                run_dir="runs/celeba_fid_ndb/{preset}",
-                needs=("results.json", "sample_grid.png", "reconstruction_grid.png"),
-                copy=("results.json", "sample_grid.png", "reconstruction_grid.png"),
-                outputs=_both("figure_ndb_fd", "figure_samples", formats=FIGURE)
-                + _both("table3", "table4", formats=TABLE_CSV)),),
-    ),
-    Entry(
-        "rae_table",
-        "E4 and E5: RAE table (Ghosh et al. Table 1; MNIST, CelebA-64) and DAE sweep (Daly et "
-        "al. Tables 2-3)",
-        (Source(**RAE, outputs=RAE_TABLE_OUTPUTS),
-         Source(**RAE_CELEBA, outputs=RAE_TABLE_OUTPUTS,
-                copy=("config.json", "environment.json", "results.json", "table.md",
-                      "table.csv")),
-         Source(**DAE, outputs=_both("dae_sweep", formats=TABLE_CSV)
-                + _both("dae_sweep_paper", formats=TABLE) + _both("dae_sweep", formats=FIGURE))),
-    ),
-    Entry(
-        "sample_grids",
-        "E4 and E5: sample, reconstruction and interpolation grids (a compact summary each)",
-        (Source(**RAE, **GRIDS, outputs=RAE_GRID_OUTPUTS),
-         Source(**RAE_CELEBA, **GRIDS, outputs=RAE_GRID_OUTPUTS),
-         Source(**DAE, **GRIDS, outputs=_both("dae_sweep_summary", "dae_sweep_rec",
-                                              "dae_sweep_interp_path", formats=FIGURE))),
-    ),
-)
 
 
 # ------------------------------------------------------------------------------------ report
@@ -509,7 +340,7 @@ def print_registry(entries: Sequence[Entry], results_root: Path,
 
 
 def main(argv: Sequence[str] | None = None, registry: Sequence[Entry] | None = None) -> int:
-    registry = tuple(REGISTRY if registry is None else registry)
+    registry = tuple(discover() if registry is None else registry)
     names = [e.name for e in registry]
     parser = argparse.ArgumentParser(prog="python -m paper_figures", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -17,14 +17,29 @@ Usage: ``python paper_figures/affine_barrier.py [RESULTS_DIR] [--out OUT_DIR]`` 
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-try:  # as part of the package (python -m paper_figures, tests)
-    from paper_figures import style
-except ImportError:  # run as a script: paper_figures/ is on sys.path
-    import style
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from paper_figures import style  # noqa: E402
+from paper_figures.registry import (  # noqa: E402
+    FIGURE,
+    Entry,
+    Source,
+    both,
+    command,
+)
 
 NAME = "affine_barrier"
+ENTRY = Entry(
+    NAME, "THEORY.md section 1: energy barrier between two minima of the affine VAE",
+    (Source("affine_landscape", commands=(command("affine_landscape"),),
+            run_dir="runs/affine_landscape/{preset}",
+            copy=("config.json", "results.json", "table.csv"),
+            outputs=both("affine_barrier", formats=FIGURE)),),
+)
 EXPERIMENT = "affine_landscape"
 PATHS = {"rotation": "latent rotation", "linear": "straight line", "string": "string method"}
 

@@ -20,16 +20,34 @@ Usage: ``python paper_figures/celeba_fid_ndb.py [RESULTS_DIR] [--out OUT_DIR]``.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from balance.reporting import is_missing, shorten_na
 
-try:  # as part of the package (python -m paper_figures, tests)
-    from paper_figures import style
-except ImportError:  # run as a script: paper_figures/ is on sys.path
-    import style
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from paper_figures import style  # noqa: E402
+from paper_figures.registry import (  # noqa: E402
+    FIGURE,
+    TABLE_CSV,
+    Entry,
+    Source,
+    both,
+    command,
+)
 
 NAME = "celeba_fid_ndb"
+ENTRY = Entry(
+    NAME, "E3, Tables 3 and 4: CelebA-128 FID and NDB (VAE+, VAE, WAE-MMD, Downsample)",
+    (Source("celeba_fid_ndb", commands=(command("celeba_fid_ndb"),),
+            run_dir="runs/celeba_fid_ndb/{preset}",
+            needs=("results.json", "sample_grid.png", "reconstruction_grid.png"),
+            copy=("results.json", "sample_grid.png", "reconstruction_grid.png"),
+            outputs=both("figure_ndb_fd", "figure_samples", formats=FIGURE)
+            + both("table3", "table4", formats=TABLE_CSV)),),
+)
 # Okabe-Ito (colour-blind safe), one colour and marker per model.
 COLORS = {
     "real": style.OKABE_ITO["black"],

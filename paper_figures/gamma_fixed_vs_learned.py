@@ -13,14 +13,30 @@ Usage: ``python paper_figures/gamma_fixed_vs_learned.py [RESULTS_DIR] [--out OUT
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-try:  # as part of the package (python -m paper_figures, tests)
-    from paper_figures import style
-except ImportError:  # run as a script: paper_figures/ is on sys.path
-    import style
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from paper_figures import style  # noqa: E402
+from paper_figures.registry import (  # noqa: E402
+    FIGURE,
+    TABLE_CSV,
+    Entry,
+    Source,
+    both,
+    command,
+)
 
 NAME = "gamma_fixed_vs_learned"
+ENTRY = Entry(
+    NAME, "E2, Table 2 and Figure 1: learned vs fixed gamma on CelebA 64/128",
+    (Source("gamma_fixed_vs_learned", commands=(command("gamma_fixed_vs_learned"),),
+            run_dir="runs/gamma_fixed_vs_learned/{preset}",
+            outputs=both("figure1_grad_norm", formats=FIGURE)
+            + both("table2", formats=TABLE_CSV)),),
+)
 VARIANTS = {"learned": "learnable gamma", "fixed": "fixed gamma = gamma*"}
 LEGEND = {"learned": r"learnable $\gamma$",
           "fixed": r"fixed $\gamma = \gamma^*$ (the learnable run's final value)"}

@@ -4,8 +4,8 @@ Reads ``results.json`` written by ``experiments/kappa_sweep.py`` (its run folder
 under ``results/kappa_sweep/``) and writes
 
 - ``kappa_sweep.png`` / ``.pdf``: number of active dimensions, IWAE NLL and test reconstruction
-  error (+- one standard error) against kappa (log axis), with skips (the paper's model) and
-  without, the paper's numbers in grey (MNIST), the line ``# active = kappa`` (and ``= r`` on
+  error (+- one standard error) against kappa (log axis), one line per decoder arm, the paper's
+  numbers in grey (MNIST), the line ``# active = kappa`` (and ``= r`` on
   the manifold);
 - ``kappa_sweep_table.md`` / ``.tex``: the same numbers, ours beside the paper's ("–" where the
   paper gives none).
@@ -15,15 +15,38 @@ Usage: ``python paper_figures/kappa_sweep.py [RESULTS_DIR] [--out OUT_DIR]``.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-try:  # as part of the package (python -m paper_figures, tests)
-    from paper_figures import style
-except ImportError:  # run as a script: paper_figures/ is on sys.path
-    import style
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from paper_figures import style  # noqa: E402
+from paper_figures.registry import (  # noqa: E402
+    FIGURE,
+    TABLE,
+    Entry,
+    Source,
+    both,
+    command,
+)
 
 NAME = "kappa_sweep"
-VARIANTS = {"skip": "with skips (residual + affine)", "noskip": "without skips"}
+_OUTPUTS = both("kappa_sweep", formats=FIGURE) + both("kappa_sweep_table", formats=TABLE)
+ENTRY = Entry(
+    NAME, "E1, Table 1: kappa sweep (rec. error, IWAE NLL, active units) per decoder arm; "
+    "MNIST, and a synthetic manifold",
+    (Source("kappa_sweep", commands=(command("kappa_sweep"),),
+            run_dir="runs/kappa_sweep/{preset}", copy=("config.json", "results.json", "table.md"),
+            outputs=_OUTPUTS),
+     Source("kappa_sweep_manifold",
+            commands=("python experiments/kappa_sweep.py --preset manifold_{preset}",),
+            run_dir="runs/kappa_sweep/manifold_{preset}",
+            copy=("config.json", "results.json", "table.md"), outputs=_OUTPUTS,
+            out_subdir="manifold")),
+)
+ARMS = {"residual": "residual decoder (the paper's)", "residual_affine": "residual + affine skip",
+        "affine": "affine skip only", "none": "no skip"}
 PAPER_STYLE = {"color": style.GREY, "marker": "s", "linestyle": ":", "label": "paper (Table 1)"}
 # key, y label (the unit is appended per dataset), panel title
 PANELS = (
@@ -31,7 +54,7 @@ PANELS = (
     ("nll", "IWAE NLL (nats per {unit})", "(b) negative log-likelihood"),
     ("rec", "squared error per {unit}", "(c) test reconstruction error"),
 )
-COLUMNS = ("variant", "kappa", "rec. err. (ours)", "rec. err. (paper)", "NLL (ours)",
+COLUMNS = ("arm", "kappa", "rec. err. (ours)", "rec. err. (paper)", "NLL (ours)",
            "NLL (paper)", "# active (ours)", "# active (paper)", "final gamma")
 
 
@@ -49,7 +72,7 @@ def _paper(results: dict) -> dict:
     """The paper's Table 1 (kappa -> numbers, with skips; MNIST only), {} when absent."""
     if results["data"]["dataset"] != "mnist":
         return {}
-    return style.dig(results, "paper", "skip") or {}
+    return style.dig(results, "paper", "residual") or {}
 
 
 def _kappas(runs: dict) -> list[str]:
@@ -59,14 +82,14 @@ def _kappas(runs: dict) -> list[str]:
 def table_rows(results: dict) -> list[list]:
     paper = _paper(results)
     rows = []
-    for variant in VARIANTS:
-        for kappa in _kappas(results["runs"].get(variant, {})):
-            run = results["runs"][variant][kappa]
-            ref = (paper.get(kappa) or {}) if variant == "skip" else {}
+    for arm in ARMS:
+        for kappa in _kappas(results["runs"].get(arm, {})):
+            run = results["runs"][arm][kappa]
+            ref = (paper.get(kappa) or {}) if arm == "residual" else {}
             paper_active = ref.get("active")
-            if variant == "noskip" and paper:
+            if arm == "none" and paper:
                 paper_active = "0 (all off)"
-            rows.append([variant, int(kappa), run["rec"], ref.get("rec"), run["nll"],
+            rows.append([arm, int(kappa), run["rec"], ref.get("rec"), run["nll"],
                          ref.get("nll"), run["active"], paper_active, run["gamma"]])
     return rows
 
@@ -97,15 +120,16 @@ def make(results_dir: Path, out_dir: Path) -> list[Path]:
     with style.context():
         fig, axes = style.figure((7.2, 2.9), ncols=3)
         for ax, (key, ylabel, title) in zip(axes, PANELS, strict=True):
-            for i, (variant, label) in enumerate(VARIANTS.items()):
-                runs = results["runs"].get(variant, {})
+            for i, (arm, label) in enumerate(ARMS.items()):
+                runs = results["runs"].get(arm, {})
                 kappas = _kappas(runs)
                 if not kappas:
                     continue
                 xs, ys = [int(k) for k in kappas], [runs[k][key] for k in kappas]
                 kw = style.series_style(i)
                 ax.plot(xs, ys, label=label, **kw)
-                se = [runs[k].get(f"{key}_se") for k in kappas]
+                se = [getattr(runs[k][key], "se", None) or runs[k].get(f"{key}_se")
+                      for k in kappas]
                 if all(s is not None for s in se):
                     ax.errorbar(xs, ys, yerr=se, fmt="none", ecolor=kw["color"], capsize=2,
                                 linewidth=1.0)

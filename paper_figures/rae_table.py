@@ -23,16 +23,38 @@ Usage::
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from balance.reporting import is_missing, paper_cell, shorten_na
 
-try:  # as part of the package (python -m paper_figures, tests)
-    from paper_figures import style
-except ImportError:  # run as a script: paper_figures/ is on sys.path
-    import style
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from paper_figures import style  # noqa: E402
+from paper_figures.registry import (  # noqa: E402
+    DAE,
+    FIGURE,
+    RAE,
+    RAE_CELEBA,
+    RAE_TABLE_OUTPUTS,
+    TABLE,
+    TABLE_CSV,
+    Entry,
+    Source,
+    both,
+)
 
 NAME = "rae_table"
+ENTRY = Entry(
+    NAME, "E4 and E5: RAE table (Ghosh et al. Table 1; MNIST, CelebA-64) and DAE sweep (Daly et "
+    "al. Tables 2-3)",
+    (Source(**RAE, outputs=RAE_TABLE_OUTPUTS),
+     Source(**RAE_CELEBA, outputs=RAE_TABLE_OUTPUTS,
+            copy=("config.json", "environment.json", "results.json", "table.md", "table.csv")),
+     Source(**DAE, outputs=both("dae_sweep", formats=TABLE_CSV)
+            + both("dae_sweep_paper", formats=TABLE) + both("dae_sweep", formats=FIGURE))),
+)
 EXPERIMENTS = ("rae_table", "dae_sweep")
 RAE_COLUMNS = ("rec", "normal", "gmm", "interp")
 DAE_SAMPLERS = ("normal", "mvg", "gmm")

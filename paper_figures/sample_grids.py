@@ -17,14 +17,33 @@ Usage::
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-try:  # as part of the package (python -m paper_figures, tests)
-    from paper_figures import style
-except ImportError:  # run as a script: paper_figures/ is on sys.path
-    import style
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from paper_figures import style  # noqa: E402
+from paper_figures.registry import (  # noqa: E402
+    DAE,
+    FIGURE,
+    GRIDS,
+    RAE,
+    RAE_CELEBA,
+    RAE_GRID_OUTPUTS,
+    Entry,
+    Source,
+    both,
+)
 
 NAME = "sample_grids"
+ENTRY = Entry(
+    NAME, "E4 and E5: sample, reconstruction and interpolation grids (a compact summary each)",
+    (Source(**RAE, **GRIDS, outputs=RAE_GRID_OUTPUTS),
+     Source(**RAE_CELEBA, **GRIDS, outputs=RAE_GRID_OUTPUTS),
+     Source(**DAE, **GRIDS, outputs=both("dae_sweep_summary", "dae_sweep_rec",
+                                         "dae_sweep_interp_path", formats=FIGURE))),
+)
 EXPERIMENTS = ("rae_table", "dae_sweep")
 TITLES = {"rae_table": "RAE table (E4)", "dae_sweep": "DAE sweep (E5)"}
 COLUMN_LABELS = {"rec": "reconstructions", "normal": "N(0,I) samples",

@@ -340,7 +340,9 @@ def read_results(results_dir: str | Path, experiment: str | Sequence[str], *,
     if not path.is_file():
         where = hint or f"its run folder holds results.json; or copy it to results/{names[0]}/"
         raise FileNotFoundError(f"{path} not found: run {scripts} first ({where})")
-    results = json.loads(path.read_text(encoding="utf-8"))
+    from balance.seeds import revive  # means over seeds back to MeanSE (mean ± s.e.)
+
+    results = revive(json.loads(path.read_text(encoding="utf-8")))
     if not isinstance(results, dict) or results.get("experiment") not in names:
         raise ValueError(f"{path} is not the results of {scripts}")
     return results

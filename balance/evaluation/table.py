@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from balance.evaluation.columns import ColumnsConfig, sample_columns
 from balance.evaluation.images import ImageScorer
@@ -35,7 +34,14 @@ from balance.models.autoencoder import AEConfig
 from balance.models.registry import ConvSpec, build, save_model_record
 from balance.models.vae import GammaConfig
 from balance.reporting import NA_FID
-from balance.runs import Stage, prepare_run, read_json, run_identity, write_json
+from balance.runs import (
+    Stage,
+    prepare_run,
+    read_json,
+    results_header,
+    run_identity,
+    write_json,
+)
 from balance.train import TrainConfig, train
 
 __all__ = ["TableConfig", "TableRow", "fid_note", "row_model", "run_rows"]
@@ -231,8 +237,7 @@ def run_rows(name: str, config: TableConfig, run_dir: Path,
         fid = any(isinstance(c.get("fid"), float) for m in models.values()
                   for c in m["columns"].values())
         return {
-            "experiment": name, "preset": config.preset, "device": config.device,
-            "torch_threads": torch.get_num_threads(), "dataset": config.dataset,
+            **results_header(name, config), "dataset": config.dataset,
             "reference": reference_scores(config, run_dir, data),
             "fid": "computed" if fid else NA_FID,
             "models": models,
