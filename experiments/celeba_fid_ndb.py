@@ -58,7 +58,7 @@ from balance.experiment import run_script
 from balance.models.registry import ConvSpec
 from balance.models.vae import GammaConfig
 from balance.pipelines.vae_plus import Features, Stages, VAEPlusConfig, VAEPlusEval
-from balance.reporting import format_number, markdown_table
+from balance.reporting import format_number, is_missing, markdown_table
 from balance.runs import (
     RESULTS_FILE,
     prepare_run,
@@ -72,6 +72,7 @@ from balance.train import TrainConfig
 
 NAME = "celeba_fid_ndb"
 PRESETS = ("quick", "paper", "smoke")
+SEED_FIELDS = ("ae_train.seed", "vae_plus_train.seed", "vae_train.seed", "wae_train.seed")
 #: EXPERIMENTS.md E3 (the paper's Tables 3 and 4).
 PAPER = {
     "downsample": {"recon_fid": 39.2, "gen_fid": 39.2, "ndb_over_k": {"100": 0.05, "200": 0.06,
@@ -199,7 +200,7 @@ def directions(models: dict, ks: list[int]) -> dict:
         "vae_plus_generation_closer_to_reconstruction_than_vae":
             bool(vp["fd_ae_gap"] < v["fd_ae_gap"]),
     }
-    if isinstance(vp["gen_fid"], float) and isinstance(v["gen_fid"], float):
+    if not is_missing(vp["gen_fid"]) and not is_missing(v["gen_fid"]):
         out["fid_gap_vae_plus"] = vp["gen_fid"] - vp["recon_fid"]
         out["fid_gap_vae"] = v["gen_fid"] - v["recon_fid"]
         out["vae_plus_fid_gap_smaller_than_vae"] = bool(out["fid_gap_vae_plus"]

@@ -84,7 +84,8 @@ class SweepConfig:
 
 
 def _depth_tag(depth) -> str:
-    return str(depth) if isinstance(depth, int) else "-".join(str(d) for d in depth)
+    """``1`` -> "1", ``(3, 3, 2, 1)`` -> "3-3-2-1"."""
+    return str(depth).strip("()").replace(", ", "-")
 
 
 def sweep_models(s: SweepConfig) -> tuple[TableRow, ...]:

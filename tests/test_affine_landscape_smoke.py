@@ -12,9 +12,8 @@ from paper_figures import affine_barrier
 
 def test_smoke_preset_runs_and_feeds_the_figure(tmp_path, monkeypatch):
     monkeypatch.setenv("MPLBACKEND", "Agg")
-    config, out = affine_landscape.parse_args(["--preset", "smoke", "--out", str(tmp_path / "run")])
-    results = affine_landscape.main(config, out)
-    run_dir = tmp_path / "run"
+    config, run_dir = affine_landscape.preset("smoke"), tmp_path / "run"
+    results = affine_landscape.main(config, run_dir)
     for name in ("config.json", "command.txt", "environment.json", "results.json", "table.csv"):
         assert (run_dir / name).is_file(), name
     saved = json.loads((run_dir / "results.json").read_text())
@@ -29,7 +28,7 @@ def test_smoke_preset_runs_and_feeds_the_figure(tmp_path, monkeypatch):
         featured["rotation_barrier_formula"], rel=1e-10  # float64 identity (midpoint sampled)
     )
     # a second call finds the finished run and does not recompute it
-    again = affine_landscape.main(config, out)
+    again = affine_landscape.main(config, run_dir)
     assert again["rows"] == saved["rows"]
 
     written = affine_barrier.make(run_dir, tmp_path / "fig")

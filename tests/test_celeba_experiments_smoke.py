@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from balance.pipelines.vae_plus import MODELS
 from balance.reporting import NA_FID
+from balance.runs import prepare_run, run_identity
 
 e2 = importlib.import_module("experiments.gamma_fixed_vs_learned")
 e3 = importlib.import_module("experiments.celeba_fid_ndb")
-common = importlib.import_module("experiments._common")
 fig2 = importlib.import_module("paper_figures.gamma_fixed_vs_learned")
 fig3 = importlib.import_module("paper_figures.celeba_fid_ndb")
 
@@ -60,7 +61,7 @@ def test_gamma_fixed_vs_learned_smoke_resume_and_figure(data_root, tmp_path):
             assert all(v > 0 and math.isfinite(v) for v in trace["trace_value"])
             assert math.isfinite(run["rec"]) and run["rec"] > 0
             assert math.isfinite(run["mmd"])
-            assert 0 <= run["active_units"] <= res.net.latent_dim
+            assert 0 <= run["active_units"] <= res.model.latent_dim
     saved = json.loads((run_dir / "results.json").read_text())
     fixed64 = results["resolutions"]["64"]["fixed"]
     assert saved["resolutions"]["64"]["fixed"]["rec"] == fixed64["rec"]
@@ -83,7 +84,7 @@ def test_celeba_fid_ndb_smoke_and_figure(data_root, tmp_path):
     config = _with_root(e3.preset("smoke"), data_root)
     run_dir = tmp_path / "e3"
     results = e3.main(config, run_dir, progress=False)
-    assert list(results["models"]) == list(e3.MODELS)
+    assert list(results["models"]) == list(MODELS)
     for m in results["models"].values():
         assert math.isfinite(m["rec_error"]) and m["rec_error"] >= 0
         for k in results["ndb_ks"]:
@@ -115,22 +116,6 @@ def test_celeba_fid_ndb_smoke_and_figure(data_root, tmp_path):
     _check_figures(fig3.make(run_dir, tmp_path / "fig3"))
 
 
-def test_step_trace_drops_epochs_after_the_checkpoint(tmp_path):
-    from balance.runs import save_checkpoint
-
-    path = tmp_path / "trace.jsonl"
-    path.write_text('{"epoch": 1, "values": [1.0, 2.0]}\n{"epoch": 2, "values": [3.0]}\n')
-    save_checkpoint(tmp_path / "checkpoint.pt", {"epoch": 1})
-    trace = common.StepTrace(path, "g", tmp_path / "checkpoint.pt")
-    assert trace.read() == [1.0, 2.0] and trace.epoch == 1
-    # The repeated epoch 2 is recorded afresh.
-    loss_fn = trace.wrap(lambda model, batch: (torch.zeros(()), {"g": lambda: torch.tensor(5.0)}))
-    _, logs = loss_fn(None, None)
-    assert float(logs["g"]()) == 5.0
-    trace.flush()
-    assert trace.read() == [1.0, 2.0, 5.0]
-
-
 @pytest.mark.parametrize("module", [e2, e3])
 def test_paper_preset_refuses_the_sample(module, data_root, tmp_path):
     # The paper presets need full CelebA; the 6,000-image sample is refused before any decoding.
@@ -149,7 +134,7 @@ def test_help(module, capsys):
 
 def test_resuming_elsewhere_is_the_same_run(tmp_path):
     # Every experiment hands prepare_run its config without the run environment (device,
-    # progress, threads, workers; _common.run_identity), so a resume on another device, with
+    # progress, threads, workers; balance.runs.run_identity), so a resume on another device, with
     # other thread counts or without progress bars is not refused as a different run.
     from balance.runs import ConfigMismatchError
     from experiments import affine_landscape, dae_sweep, kappa_sweep, rae_table
@@ -161,18 +146,18 @@ def test_resuming_elsewhere_is_the_same_run(tmp_path):
         if hasattr(config, "train"):
             moved = dataclasses.replace(moved, train=dataclasses.replace(
                 config.train, device="cuda", progress=not config.train.progress))
-        assert common.run_identity(moved) == common.run_identity(config)
+        assert run_identity(moved) == run_identity(config)
     sweep = kappa_sweep.preset("quick")
-    moved = dataclasses.replace(sweep, workers=1, variants=("skip",), **elsewhere,
+    moved = dataclasses.replace(sweep, workers=1, arms=("none",), **elsewhere,
                                 train=dataclasses.replace(sweep.train, progress=False))
     assert kappa_sweep.sweep_identity(moved) == kappa_sweep.sweep_identity(sweep)
-    landscape = affine_landscape.PRESETS["quick"]
-    assert common.run_identity(dataclasses.replace(landscape, threads=None)) == \
-        common.run_identity(landscape)
+    landscape = affine_landscape.preset("quick")
+    assert run_identity(dataclasses.replace(landscape, threads=None)) == run_identity(landscape)
 
     config = e2.preset("smoke")
-    common.prepare(tmp_path / "run", config, "cpu")
-    common.prepare(tmp_path / "run", dataclasses.replace(config, **elsewhere), "cuda")
+    prepare_run(tmp_path / "run", run_identity(config), device="cpu")
+    prepare_run(tmp_path / "run", run_identity(dataclasses.replace(config, **elsewhere)),
+                device="cpu")
     changed = dataclasses.replace(config, eval=dataclasses.replace(config.eval, seed=1))
     with pytest.raises(ConfigMismatchError, match="eval.seed"):
-        common.prepare(tmp_path / "run", changed, "cpu")
+        prepare_run(tmp_path / "run", run_identity(changed), device="cpu")

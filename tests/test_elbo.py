@@ -96,7 +96,7 @@ def test_vae_loss_logs_every_term_and_the_per_image_dl_dz_norm():
     torch.manual_seed(1)
     loss, logs = vae_loss(model, (x, torch.zeros(5)))
     assert set(logs) == {
-        "reconstruction", "log_normalizer", "kl", "squared_error", "bits_per_dim", "gamma",
+        "reconstruction", "log_normalizer", "latent", "squared_error", "bits_per_dim", "gamma",
         "log_gamma", "grad_z_norm",
     }
     assert callable(logs["grad_z_norm"])

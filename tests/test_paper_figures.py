@@ -18,7 +18,10 @@ import pytest
 
 from balance.reporting import MISSING
 from paper_figures import style
-from paper_figures.__main__ import REGISTRY, Entry, Source, _module_exists, main, output_dir
+from paper_figures.__main__ import _module_exists, main
+from paper_figures.registry import Entry, Source, discover, output_dir
+
+REGISTRY = discover()
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"
@@ -287,14 +290,15 @@ def test_null_paper_numbers_render_as_a_dash_rae_dae(tmp_path):
 def test_null_paper_numbers_render_as_a_dash_kappa(tmp_path):
     from paper_figures import kappa_sweep
 
-    def edit(r):
-        r["paper"]["skip"]["50"]["nll"] = None
-        r["paper"]["skip"]["100"] = None
+    def edit(r):  # the paper's numbers stand beside the residual arm
+        r["runs"].setdefault("residual", r["runs"].get("residual_affine"))
+        r["paper"]["residual"]["50"]["nll"] = None
+        r["paper"]["residual"]["100"] = None
 
     folder = _copy_results(tmp_path, "kappa_sweep", edit)
     kappa_sweep.make(folder, tmp_path / "out")
     lines = [ln for ln in (tmp_path / "out" / "kappa_sweep_table.md").read_text().splitlines()
-             if ln.startswith("| skip | 50 |") or ln.startswith("| skip | 100 |")]
+             if ln.startswith("| residual | 50 |") or ln.startswith("| residual | 100 |")]
     k50, k100 = ([c.strip() for c in ln.strip("|").split(" | ")] for ln in lines)
     assert k50[3] == "4.98" and k50[5] == MISSING  # rec. given, NLL null
     assert k100[3] == k100[5] == k100[7] == MISSING

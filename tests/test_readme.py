@@ -23,4 +23,4 @@ def test_extension_example_trains_and_samples(shared_data_root, tmp_path, monkey
     assert namespace["samples"].shape == (64, 1, 28, 28)
     assert "torch.Size([64, 1, 28, 28])" in capsys.readouterr().out
     metrics = (tmp_path / "runs" / "l1_rae" / "metrics.jsonl").read_text().splitlines()
-    assert len(metrics) == 1 and '"l1"' in metrics[0] and '"rec"' in metrics[0]
+    assert len(metrics) == 1 and '"l1"' in metrics[0] and '"reconstruction"' in metrics[0]
