@@ -399,6 +399,93 @@ class _StepLog:
         )
 
 
+def _optimizer(model: torch.nn.Module, config: TrainConfig, optimizer_fn):
+    """``(trainable params, optimizer, lr scheduler or None)``."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters")
+    if optimizer_fn is not None:
+        optimizer = optimizer_fn(params)
+    else:
+        optimizer = _make_adam(parameter_groups(model), config)
+    scheduler = None
+    if config.lr_milestones:
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            optimizer, milestones=list(config.lr_milestones), gamma=config.lr_decay)
+    return params, optimizer, scheduler
+
+
+def _steps_and_weights(n: int, config: TrainConfig) -> tuple[int, np.ndarray]:
+    """Optimizer steps per epoch and the samples of each step (for per-sample means)."""
+    batch_size = config.batch_size
+    steps = n // batch_size if config.drop_last else math.ceil(n / batch_size)
+    if config.max_steps_per_epoch is not None:
+        steps = min(steps, config.max_steps_per_epoch)
+    if steps < 1:
+        raise ValueError(f"{n} samples make no batch of {batch_size} with drop_last=True")
+    weights = np.array([min(batch_size, n - s * batch_size) for s in range(steps)],
+                       dtype=np.float64)
+    return steps, weights
+
+
+class _RunFolder:
+    """The checkpoint and metrics log of one training run (or nothing, without a folder)."""
+
+    def __init__(self, run_dir: str | Path | None, config: TrainConfig):
+        self.dir = Path(run_dir) if run_dir is not None else None
+        self.config = config
+        self.checkpoint = self.dir / CHECKPOINT_FILE if self.dir is not None else None
+        self.metrics = self.dir / METRICS_FILE if self.dir is not None else None
+        self.run_config = None
+        if self.dir is not None and (self.dir / CONFIG_FILE).is_file():
+            self.run_config = read_json(self.dir / CONFIG_FILE)
+
+    def save(self, done: int, global_step: int, model, optimizer, scheduler,
+             history: list[dict[str, Any]]) -> None:
+        save_checkpoint(self.checkpoint, {
+            "format": CHECKPOINT_FORMAT,
+            "epoch": done,
+            "global_step": global_step,
+            "finished": done >= self.config.epochs,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler else None,
+            "rng": _rng_state(),
+            "config": config_to_dict(self.config),
+            "run_config": self.run_config,
+            "history": history,
+        })
+
+    def resume(self, model, optimizer, scheduler) -> tuple[list[dict[str, Any]], int, int]:
+        """``(history, epochs done, global step)`` from the folder's checkpoint, its states
+        loaded into ``model``, ``optimizer``, ``scheduler`` and the RNGs; a fresh start
+        (seeded, an empty metrics log) when there is none."""
+        if self.checkpoint is None or not self.checkpoint.exists():
+            seed_everything(self.config.seed)
+            if self.dir is not None:
+                self.dir.mkdir(parents=True, exist_ok=True)
+                _write_metrics(self.metrics, [])  # a fresh start: no lines from an older attempt
+            return [], 0, 0
+        saved = load_checkpoint(self.checkpoint, map_location="cpu")
+        _check_resumable(self.checkpoint, saved, self.config)
+        try:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            if scheduler is not None and saved.get("scheduler") is not None:
+                scheduler.load_state_dict(saved["scheduler"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise CheckpointError(
+                f"checkpoint {self.checkpoint} does not fit this model or optimizer ({exc}); "
+                "delete it to restart the run from scratch."
+            ) from exc
+        _set_rng_state(saved["rng"])
+        history = list(saved["history"])
+        start, step = int(saved["epoch"]), int(saved["global_step"])
+        _write_metrics(self.metrics, history)
+        log.info("resuming %s at epoch %d (step %d)", self.dir, start + 1, step)
+        return history, start, step
+
+
 # --------------------------------------------------------------------------------------------
 # The loop
 # --------------------------------------------------------------------------------------------
@@ -458,90 +545,22 @@ def train(
     was_training = model.training
     model.to(device)
     tensors = tuple(t.to(device) for t in tensors)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("the model has no trainable parameters")
-    if optimizer_fn is not None:
-        optimizer = optimizer_fn(params)
-    else:
-        optimizer = _make_adam(parameter_groups(model), config)
-    scheduler = (
-        torch.optim.lr_scheduler.MultiStepLR(
-            optimizer, milestones=list(config.lr_milestones), gamma=config.lr_decay
-        )
-        if config.lr_milestones
-        else None
-    )
-
+    params, optimizer, scheduler = _optimizer(model, config, optimizer_fn)
     clip = config.grad_clip
     log_grad_norm = clip is not None or config.log_grad_norm
-    batch_size = config.batch_size
-    steps = n // batch_size if config.drop_last else math.ceil(n / batch_size)
-    if config.max_steps_per_epoch is not None:
-        steps = min(steps, config.max_steps_per_epoch)
-    if steps < 1:
-        raise ValueError(f"{n} samples make no batch of {batch_size} with drop_last=True")
-    # Samples per step, for per-sample means over the epoch.
-    weights = np.array(
-        [min(batch_size, n - s * batch_size) for s in range(steps)], dtype=np.float64
-    )
-
-    run_dir = Path(run_dir) if run_dir is not None else None
-    checkpoint_path = run_dir / CHECKPOINT_FILE if run_dir is not None else None
-    metrics_path = run_dir / METRICS_FILE if run_dir is not None else None
-    run_config = None
-    if run_dir is not None and (run_dir / CONFIG_FILE).is_file():
-        run_config = read_json(run_dir / CONFIG_FILE)
-    history: list[dict[str, Any]] = []
-    start_epoch = 0
-    global_step = 0
+    steps, weights = _steps_and_weights(n, config)
+    folder = _RunFolder(run_dir, config)
+    history, start_epoch, global_step = folder.resume(model, optimizer, scheduler)
+    fresh = start_epoch == 0 and not (folder.checkpoint and folder.checkpoint.exists())
 
     def checkpoint(done: int) -> None:
-        save_checkpoint(
-            checkpoint_path,
-            {
-                "format": CHECKPOINT_FORMAT,
-                "epoch": done,
-                "global_step": global_step,
-                "finished": done >= config.epochs,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict() if scheduler else None,
-                "rng": _rng_state(),
-                "config": config_to_dict(config),
-                "run_config": run_config,
-                "history": history,
-            },
-        )
+        folder.save(done, global_step, model, optimizer, scheduler, history)
 
-    if checkpoint_path is not None and checkpoint_path.exists():
-        saved = load_checkpoint(checkpoint_path, map_location="cpu")
-        _check_resumable(checkpoint_path, saved, config)
-        try:
-            model.load_state_dict(saved["model"])
-            optimizer.load_state_dict(saved["optimizer"])
-            if scheduler is not None and saved.get("scheduler") is not None:
-                scheduler.load_state_dict(saved["scheduler"])
-        except (RuntimeError, ValueError, KeyError) as exc:
-            raise CheckpointError(
-                f"checkpoint {checkpoint_path} does not fit this model or optimizer ({exc}); "
-                "delete it to restart the run from scratch."
-            ) from exc
-        _set_rng_state(saved["rng"])
-        history = list(saved["history"])
-        start_epoch = int(saved["epoch"])
-        global_step = int(saved["global_step"])
-        _write_metrics(metrics_path, history)
-        log.info("resuming %s at epoch %d (step %d)", run_dir, start_epoch + 1, global_step)
-    else:
-        seed_everything(config.seed)
-        if run_dir is not None:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            _write_metrics(metrics_path, [])  # a fresh start: no lines from an older attempt
-            if config.epochs > 0:
-                # Epoch 0: a run killed during its first epoch restarts from these very weights
-                # and RNG states, even if the caller rebuilds the model differently.
-                checkpoint(0)
+    if fresh and folder.dir is not None and config.epochs > 0:
+        # Epoch 0: a run killed during its first epoch restarts from these very weights and
+        # RNG states, even if the caller rebuilds the model differently.
+        checkpoint(0)
+    metrics_path = folder.metrics
     if start_epoch >= config.epochs:
         model.train(was_training)
         return history
@@ -567,7 +586,7 @@ def train(
                     scheduler.step()
                 _check_parameters(model, epoch, config.epochs)
                 done = epoch + 1
-                if checkpoint_path is not None and (
+                if folder.checkpoint is not None and (
                     done % config.checkpoint_every == 0 or done == config.epochs
                 ):
                     checkpoint(done)
@@ -631,33 +650,13 @@ def _run_epoch(
             if step_log is None:
                 log_keys = list(logs)
                 log_key_set = set(logs)
-                kinds = [True]
+                kinds: list[bool] = [True]
             elif logs.keys() != log_key_set:
                 raise ValueError(
                     f"loss_fn returned log keys {sorted(logs)} at epoch {epoch + 1}, step "
                     f"{step + 1}, but {sorted(log_keys)} before: keep the set of keys fixed"
                 )
-            for key in log_keys:
-                value = logs[key]
-                if callable(value):
-                    value = value()
-                if step_log is None:
-                    kinds.append(isinstance(value, torch.Tensor))
-                    on_device = kinds[-1]
-                else:
-                    on_device = key in step_log.device_keys
-                if on_device:
-                    if isinstance(value, torch.Tensor):
-                        value = value.detach()
-                        if value.ndim:
-                            value = value.mean()
-                        if value.device != device:
-                            value = value.to(device)
-                    else:
-                        value = torch.as_tensor(float(value), device=device)
-                    values.append(value)
-                else:
-                    host_values.append(_to_float(value, f"log term {key!r}"))
+            kinds += _split_log_values(logs, log_keys, step_log, device, values, host_values)
             if log_grad_norm:
                 if clip is not None:
                     norm = torch.nn.utils.clip_grad_norm_(params, clip)
@@ -705,6 +704,38 @@ def _run_epoch(
     }
     record.update({k: float(v) for k, v in zip(step_log.keys, means, strict=True)})
     return record, global_step
+
+
+def _split_log_values(logs: Mapping[str, Any], log_keys: list[str], step_log: _StepLog | None,
+                      device: torch.device, values: list[torch.Tensor],
+                      host_values: list[float]) -> list[bool]:
+    """Append each log term's value of this step to ``values`` (a detached scalar on the
+    device, for tensor terms) or ``host_values`` (a float, for numbers); callables are called
+    now (after backward). Returns, on the first step only (``step_log`` None), whether each
+    term is a tensor: the layout of the step log."""
+    kinds: list[bool] = []
+    for key in log_keys:
+        value = logs[key]
+        if callable(value):
+            value = value()
+        if step_log is None:
+            kinds.append(isinstance(value, torch.Tensor))
+            on_device = kinds[-1]
+        else:
+            on_device = key in step_log.device_keys
+        if not on_device:
+            host_values.append(_to_float(value, f"log term {key!r}"))
+            continue
+        if isinstance(value, torch.Tensor):
+            value = value.detach()
+            if value.ndim:
+                value = value.mean()
+            if value.device != device:
+                value = value.to(device)
+        else:
+            value = torch.as_tensor(float(value), device=device)
+        values.append(value)
+    return kinds
 
 
 def _check_loss(loss: Any, logs: Any) -> None:

@@ -26,12 +26,18 @@ def test_active_units_counts_variance_of_posterior_means_with_n_minus_1():
     n = 50
     mu = torch.randn(n, 4, generator=g, dtype=F64)
     mu = (mu - mu.mean(0)) / mu.std(0)  # unit unbiased variance exactly
-    mu = mu * torch.tensor([1.0, 0.2, 0.1, 0.05], dtype=F64)  # variances 1, .04, .01, .0025
+    scale = torch.tensor([1.0, 0.2, 0.125, 0.05], dtype=F64)  # variances 1, .04, .015625, .0025
+    mu = mu * scale
     count, var = active_units(mu)
     np.testing.assert_allclose(var.numpy(), np.var(mu.numpy(), axis=0, ddof=1), rtol=1e-12)
-    np.testing.assert_allclose(var.numpy(), [1.0, 0.04, 0.01, 0.0025], rtol=1e-12)
-    # 0.01 itself: the canonical code counts au_var >= delta; rounding may put it either side.
-    assert count in (2, 3)
+    np.testing.assert_allclose(var.numpy(), scale.square().numpy(), rtol=1e-12)
+    # Burda's definition, variance >= 0.01 with the N - 1 denominator: exactly three here (no
+    # variance within rounding of the threshold). With the 1/N denominator the third variance
+    # would be 0.015625 * 49/50 = 0.0153, still above: so also check a threshold that tells
+    # the two apart, 0.0155 (N - 1: 0.015625 counts; 1/N: 0.0153 would not).
+    assert count == 3
+    assert active_units(mu, 0.0155)[0] == 3
+    assert active_units(mu, 0.03)[0] == 2
     assert active_units(mu, threshold=0.02)[0] == 2
     assert active_units(mu, threshold=0.001)[0] == 4
 
