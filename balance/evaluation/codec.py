@@ -38,9 +38,30 @@ class Codec:
         """Deterministic codes ``mu_z`` (the posterior mean for stochastic encoders), [N, k]."""
         return batched_map(lambda b: self.model.encode(b)[0], x, self.batch_size, self.device)
 
+    def posterior(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """``(mu_z, logvar_z)`` of every image, [N, k] each on the CPU (logvar None for
+        deterministic encoders)."""
+        with torch.no_grad():  # one image first: is there a log-variance?
+            stochastic = self.model.encode(x[:1].to(self.device))[1] is not None
+        if not stochastic:
+            return self.encode(x), None
+        params = batched_map(lambda b: torch.cat(self.model.encode(b), dim=1), x,
+                             self.batch_size, self.device)
+        mu, logvar = params.chunk(2, dim=1)
+        return mu, logvar
+
+    def sample_posterior(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        """One ``z ~ q(z | x)`` per image with the noise drawn as one ``[N, k]`` tensor on the
+        CPU from ``generator`` (the code itself for deterministic encoders)."""
+        mu, logvar = self.posterior(x)
+        if logvar is None:
+            return mu
+        return mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=generator)
+
     def encode_sample(self, x: Tensor, generator: torch.Generator) -> Tensor:
         """One ``z ~ q(z | x)`` per image, ``mu + exp(logvar / 2) * eps`` with eps drawn on the
-        CPU from ``generator`` (the code itself for deterministic encoders), [N, k]."""
+        CPU from ``generator`` batch by batch (the code itself for deterministic encoders),
+        [N, k]. The same law as :meth:`sample_posterior`, another order of the draws."""
 
         def draw(xb: Tensor) -> Tensor:
             mu, logvar = self.model.encode(xb)

@@ -203,7 +203,7 @@ class Stages:
                       {"stage": "second_stage", "second_stage": c.second_stage,
                        "seed": c.eval.seed}, c.device)
         vae_plus = vae_plus if vae_plus is not None else self.model("vae_plus")
-        codes = Codec(vae_plus, c.eval.batch_size).encode_sample(
+        codes = Codec(vae_plus, c.eval.batch_size).sample_posterior(
             self.data[0], torch.Generator().manual_seed(c.eval.seed))
         fitted = SecondStageVAE(replace(c.second_stage, progress=self.progress))
         fitted.fit(codes, run_dir=stage.folder)
@@ -243,7 +243,6 @@ class Stages:
 
 def generate(c: VAEPlusConfig, models: dict, stage2, eval_x: Tensor) -> tuple[dict, dict]:
     """``{row: (reconstructions, samples)}`` of the held-out images and the latent scores."""
-    from tqdm import tqdm
 
     from balance.metrics.mmd import mmd_to_standard_normal
 
@@ -257,11 +256,12 @@ def generate(c: VAEPlusConfig, models: dict, stage2, eval_x: Tensor) -> tuple[di
 
     down = down_up(eval_x, c.downsample_to)
     outputs, extra = {"downsample": (down, down)}, {}
-    for kind in tqdm(FEATURE_MODELS, desc="reconstruct and sample", disable=True):
+    for kind in ("wae_mmd", "vae", "vae_plus"):  # the order of the draws from g
         model = models[kind]
         codec = Codec(model, e.batch_size)
-        mu = codec.encode(eval_x)
-        z = codec.encode_sample(eval_x, g)
+        mu, logvar = codec.posterior(eval_x)
+        z = mu if logvar is None else mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape,
+                                                                                 generator=g)
         recon = codec.decode(mu)
         prior_z = torch.randn(n, c.features.latent_dim, generator=g)
         info = {"latent_mmd": mmd(z)}
@@ -270,7 +270,7 @@ def generate(c: VAEPlusConfig, models: dict, stage2, eval_x: Tensor) -> tuple[di
             extra["vae_plus_prior"] = dict(info)
             outputs["vae_plus"] = (recon, VAEPlus(model, stage2, e.batch_size).sample(
                 n, generator=g))
-            u = Codec(stage2.model, e.batch_size).encode_sample(
+            u = Codec(stage2.model, e.batch_size).sample_posterior(
                 ((z - stage2.shift) / stage2.scale).float(), g)
             info["second_stage_latent_mmd"] = mmd(u)
             info["second_stage_gamma_z"] = stage2.gamma
