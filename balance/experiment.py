@@ -7,10 +7,12 @@ A script in ``experiments/`` is a module with::
     preset(name) -> Config        a frozen dataclass config
     main(config, run_dir=None, *, progress=True) -> dict      run or resume; the results
     report(results) -> str        what is printed at the end (tables, direction checks)
-    default_run_dir(config) -> Path
+    default_run_dir(config) -> Path (optional; default runs/<NAME>/<preset>)
     SEED_FIELDS (optional)        dotted config fields set to the seed by --seeds
                                   (default ("train.seed",))
     DATA_ROOT_FIELD (optional)    the field --data-root sets (default "data.root")
+    FLAGS (optional)              top-level config fields that get their own option, e.g.
+                                  ("arms", "kappas") gives --arms A B and --kappas 50 100
     add_arguments(parser), apply_arguments(config, args)   (optional) script-only flags
 
 and ends with ``if __name__ == "__main__": balance.experiment.run_script(module, argv)``.
@@ -171,10 +173,30 @@ def _parser(script: ModuleType) -> argparse.ArgumentParser:
                    help="CPU threads of torch and the BLAS/OpenMP pools (default: the preset's)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                    help="show progress bars (default: on)")
+    _add_flags(p, script)
     add = getattr(script, "add_arguments", None)
     if add is not None:
         add(p)
     return p
+
+
+def _add_flags(parser: argparse.ArgumentParser, script: ModuleType) -> None:
+    """``--<field>`` for each name of ``script.FLAGS``: several values for a tuple field."""
+    import typing
+
+    flags = getattr(script, "FLAGS", ())
+    if not flags:
+        return
+    hints = typing.get_type_hints(type(script.preset(script.PRESETS[0])))
+    for name in flags:
+        hint = hints[name]
+        args = typing.get_args(hint)
+        many = typing.get_origin(hint) is tuple
+        kind = args[0] if many and args else hint
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=f"flag_{name}",
+                            nargs="+" if many else None, default=None,
+                            type=kind if kind in (int, float, str) else str,
+                            help=f"the config's {name} (default: the preset's)")
 
 
 def resolve(script: ModuleType, args: argparse.Namespace) -> Any:
@@ -186,6 +208,10 @@ def resolve(script: ModuleType, args: argparse.Namespace) -> Any:
     apply = getattr(script, "apply_arguments", None)
     if apply is not None:
         config = apply(config, args)
+    for name in getattr(script, "FLAGS", ()):
+        value = getattr(args, f"flag_{name}")
+        if value is not None:
+            config = set_field(config, name, value)
     names = {f.name for f in dataclasses.fields(config)}
     if args.device is not None and "device" in names:
         config = dataclasses.replace(config, device=args.device)
@@ -195,6 +221,13 @@ def resolve(script: ModuleType, args: argparse.Namespace) -> Any:
         config = set_field(config, getattr(script, "DATA_ROOT_FIELD", "data.root"),
                            args.data_root)
     return apply_overrides(config, args.overrides)
+
+
+def default_run_dir(script: ModuleType, config: Any) -> Path:
+    """``script.default_run_dir(config)`` where the script has one, else
+    ``runs/<NAME>/<preset>``."""
+    own = getattr(script, "default_run_dir", None)
+    return own(config) if own is not None else Path("runs") / script.NAME / config.preset
 
 
 def run_seeds(script: ModuleType, config: Any, seeds: Sequence[int], run_dir: Path, *,
@@ -221,7 +254,7 @@ def cli(script: ModuleType, argv: Sequence[str] | None = None) -> dict:
     """Parse ``argv``, run (or resume) the experiment, print its report; returns the results."""
     args = _parser(script).parse_args(argv)
     config = resolve(script, args)
-    run_dir = Path(args.run_dir) if args.run_dir is not None else script.default_run_dir(config)
+    run_dir = Path(args.run_dir) if args.run_dir is not None else default_run_dir(script, config)
     if args.seeds:
         if args.run_dir is None:
             run_dir = run_dir.with_name(run_dir.name + "_seeds")

@@ -25,7 +25,7 @@ NA_FID = "n/a (no Inception weights)"
 
 __all__ = [
     "MISSING", "NA", "NA_FID", "csv_table", "format_fid", "format_number", "is_missing",
-    "markdown_table", "paper_cell", "shorten_na",
+    "markdown_table", "paper_cell", "report", "shorten_na",
 ]
 
 
@@ -141,3 +141,15 @@ def csv_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, digits: 
     writer.writerow(columns)
     writer.writerows(_cells(rows, len(columns), digits, missing))
     return buffer.getvalue()
+
+
+def report(tables: Sequence[str], checks: dict | None = None, wall_time_s: float | None = None,
+           lines: Sequence[str] = ()) -> str:
+    """What an experiment prints at the end: its tables, each direction check as
+    ``name: value`` (a ``thresholds`` entry left out), extra ``lines`` and the wall time."""
+    out = [*tables]
+    out += [f"{k}: {format_number(v)}" for k, v in (checks or {}).items() if k != "thresholds"]
+    out += list(lines)
+    if wall_time_s is not None:
+        out.append(f"wall time: {float(wall_time_s):.0f} s")
+    return "\n".join(out)

@@ -120,9 +120,6 @@ def preset(name: str) -> LandscapeConfig:
     return CONFIGS[name]
 
 
-def default_run_dir(config: LandscapeConfig) -> Path:
-    return Path("runs") / NAME / config.preset
-
 
 def _second_minimum(minima: list[affine.AffineOptimum], kappa: int):
     """The minimum to which the barrier is measured, and the paths that join it (see module
@@ -221,7 +218,7 @@ def main(config: LandscapeConfig, run_dir: Path | None = None, *,
          progress: bool = False) -> dict:
     """Run every case of ``config`` into ``run_dir`` (default runs/affine_landscape/<preset>)
     and return the results dict (also saved as results.json); a finished run is re-read."""
-    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
+    run_dir = Path(run_dir or Path("runs") / NAME / config.preset)
     prepare_run(run_dir, config, device="cpu")
     if (run_dir / RESULTS_FILE).is_file():
         return read_json(run_dir / RESULTS_FILE)
@@ -270,11 +267,6 @@ def _run(config: LandscapeConfig, run_dir: Path) -> dict:
     write_json(run_dir / "results.json", results)
     return results
 
-
-def cli(argv: list[str] | None = None) -> dict:
-    from balance.experiment import cli as experiment_cli
-
-    return experiment_cli(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

@@ -52,13 +52,14 @@ from pathlib import Path
 if __package__ in (None, ""):  # python experiments/celeba_fid_ndb.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from balance import reporting
 from balance.data.splits import CelebAData
 from balance.density_estimation import SecondStageConfig
 from balance.experiment import run_script
 from balance.models.registry import ConvSpec
 from balance.models.vae import GammaConfig
 from balance.pipelines.vae_plus import Features, Stages, VAEPlusConfig, VAEPlusEval
-from balance.reporting import format_number, is_missing, markdown_table
+from balance.reporting import is_missing, markdown_table
 from balance.runs import (
     RESULTS_FILE,
     prepare_run,
@@ -217,13 +218,10 @@ def directions(models: dict, ks: list[int]) -> dict:
 # -------------------------------------------------------------------------------------- main
 
 
-def default_run_dir(config: VAEPlusConfig) -> Path:
-    return Path("runs") / NAME / config.preset
-
 
 def main(config: VAEPlusConfig, run_dir: Path | None = None, *, progress: bool = True) -> dict:
     """Run (or resume) every stage; returns the combined results (also in results.json)."""
-    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
+    run_dir = Path(run_dir or Path("runs") / NAME / config.preset)
     with limit_threads(config.threads):
         prepare_run(run_dir, run_identity(config), device=config.device)
         stages = Stages(config, run_dir, progress)
@@ -262,9 +260,7 @@ def report(results: dict) -> str:
         "Table 4 (NDB/K)",
         markdown_table(table4_headers(results["ndb_ks"]), table4_rows(results)),
     ]
-    lines += [f"{k}: {format_number(v)}" for k, v in results["directions"].items()]
-    lines.append(f"wall time of the stages: {float(results['wall_time_s']):.0f} s")
-    return "\n".join(lines)
+    return reporting.report(lines, results["directions"], results["wall_time_s"])
 
 
 def apply_arguments(config: VAEPlusConfig, args) -> VAEPlusConfig:
@@ -273,11 +269,6 @@ def apply_arguments(config: VAEPlusConfig, args) -> VAEPlusConfig:
         return config
     return replace(config, second_stage=replace(config.second_stage, device=args.device))
 
-
-def cli(argv: list[str] | None = None) -> dict:
-    from balance.experiment import cli as experiment_cli
-
-    return experiment_cli(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

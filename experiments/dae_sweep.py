@@ -43,11 +43,12 @@ from typing import Any
 if __package__ in (None, ""):  # python experiments/dae_sweep.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from balance import reporting
 from balance.evaluation.columns import ColumnsConfig
 from balance.evaluation.table import TableConfig, TableRow, fid_note, run_rows
 from balance.experiment import run_script
 from balance.models.registry import ConvSpec
-from balance.reporting import format_number, markdown_table, shorten_na
+from balance.reporting import markdown_table, shorten_na
 from balance.runs import RESULTS_FILE, write_json
 from balance.train import TrainConfig
 
@@ -258,13 +259,10 @@ def baseline_name(config: Config) -> str:
     return f"dae_f{f}_d{_depth_tag(d)}_k{k}"
 
 
-def default_run_dir(config: Config) -> Path:
-    return Path("runs") / NAME / config.preset
-
 
 def main(config: Config, run_dir: Path | None = None, *, progress: bool = False) -> dict:
     """Run (or resume) every model of the sweep; write and return the combined results."""
-    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
+    run_dir = Path(run_dir or Path("runs") / NAME / config.preset)
     results = run_rows(NAME, config, run_dir, progress)
     baseline = baseline_name(config)
     results.update(
@@ -281,17 +279,10 @@ def main(config: Config, run_dir: Path | None = None, *, progress: bool = False)
 
 
 def report(results: dict) -> str:
-    lines = [fid_note(results) + markdown_table(table_headers(), table_rows(results)),
-             markdown_table(PAPER_HEADERS, paper_rows())]
-    lines += [f"{k}: {format_number(v)}" for k, v in results["directions"].items()]
-    lines.append(f"wall time of the rows: {float(results['wall_time_s']):.0f} s")
-    return "\n".join(lines)
+    tables = [fid_note(results) + markdown_table(table_headers(), table_rows(results)),
+              markdown_table(PAPER_HEADERS, paper_rows())]
+    return reporting.report(tables, results["directions"], results["wall_time_s"])
 
-
-def cli(argv: list[str] | None = None) -> dict:
-    from balance.experiment import cli as experiment_cli
-
-    return experiment_cli(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # python experiments/gamma_fixed_vs_learned.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from balance import reporting
 from balance.data.splits import CelebAData, load_celeba_train_eval
 from balance.evaluation.vae import prior_match_metrics
 from balance.experiment import run_script
@@ -272,13 +273,10 @@ def table_rows(results: dict) -> list[list]:
     return rows
 
 
-def default_run_dir(config: Config) -> Path:
-    return Path("runs") / NAME / config.preset
-
 
 def main(config: Config, run_dir: Path | None = None, *, progress: bool = True) -> dict:
     """Run (or resume) every resolution of ``config``; returns the combined results."""
-    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
+    run_dir = Path(run_dir or Path("runs") / NAME / config.preset)
     with limit_threads(config.threads):
         prepare_run(run_dir, run_identity(config), device=config.device)
         per_resolution = {}
@@ -310,25 +308,18 @@ def main(config: Config, run_dir: Path | None = None, *, progress: bool = True) 
 
 
 def report(results: dict) -> str:
-    lines = [markdown_table(TABLE_HEADERS, table_rows(results))]
+    lines = []
     for r, per in results["resolutions"].items():
-        c = per["comparison"]
+        c = {k: format_number(v) for k, v in per["comparison"].items() if k != "thresholds"}
         lines.append(
-            f"CelebA-{r}: rec. differs by {format_number(100 * c['rec_relative_difference'])}% "
-            f"(similar: {c['similar_reconstruction']}), MMD fixed/learned = "
-            f"{format_number(c['mmd_ratio_fixed_over_learned'])} (clearly lower with learned "
-            f"gamma: {c['lower_mmd_with_learned_gamma']}), early gradient fixed/learned = "
-            f"{format_number(c['early_grad_ratio_fixed_over_learned'])} (much larger with "
-            f"fixed gamma: {c['larger_early_gradient_with_fixed_gamma']})"
-        )
-    lines.append(f"wall time of the runs: {float(results['wall_time_s']):.0f} s")
-    return "\n".join(lines)
-
-
-def cli(argv: list[str] | None = None) -> dict:
-    from balance.experiment import cli as experiment_cli
-
-    return experiment_cli(sys.modules[__name__], argv)
+            f"CelebA-{r}: rec. differs by {c['rec_relative_difference']} (similar: "
+            f"{c['similar_reconstruction']}), MMD fixed/learned = "
+            f"{c['mmd_ratio_fixed_over_learned']} (clearly lower with learned gamma: "
+            f"{c['lower_mmd_with_learned_gamma']}), early gradient fixed/learned = "
+            f"{c['early_grad_ratio_fixed_over_learned']} (much larger with fixed gamma: "
+            f"{c['larger_early_gradient_with_fixed_gamma']})")
+    return reporting.report([markdown_table(TABLE_HEADERS, table_rows(results))],
+                            wall_time_s=results["wall_time_s"], lines=lines)
 
 
 if __name__ == "__main__":

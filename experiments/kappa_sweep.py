@@ -43,6 +43,7 @@ import torch
 if __package__ in (None, ""):  # python experiments/kappa_sweep.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from balance import reporting
 from balance.evaluation.vae import VAEMetricsConfig, vae_test_metrics
 from balance.experiment import run_script
 from balance.models.registry import ARMS, MLPVAESpec, build, save_model_record
@@ -63,6 +64,7 @@ from balance.train import TrainConfig, train
 NAME = "kappa_sweep"
 PRESETS = ("quick", "full", "paper", "manifold_quick", "manifold_paper", "smoke", "manifold_smoke")
 SEED_FIELDS = ("train.seed",)
+FLAGS = ("arms", "kappas", "workers")  # --arms none --kappas 50 100 --workers 1
 
 #: EXPERIMENTS.md E1 (the paper's Table 1): kappa -> rec. err., NLL, # active (residual arm).
 PAPER_TABLE1 = {
@@ -88,7 +90,7 @@ class DataConfig:
     drawn with ``seed``. Manifold: ``n_train`` + ``n_test`` points of
     ``nonlinear_manifold(d, r, noise)`` from ``seed``."""
 
-    dataset: str = "mnist"
+    dataset: str = "mnist"  # or "manifold"
     root: str | None = None
     train_limit: int | None = None
     test_limit: int | None = None
@@ -116,6 +118,11 @@ class Config:
     device: str = "auto"
     threads: int | None = None
     workers: int = 1
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.arms) - set(ARMS))
+        if unknown:
+            raise ValueError(f"unknown arms {unknown}; choose from {ARMS}")
 
 
 def preset(name: str) -> Config:
@@ -169,9 +176,6 @@ def preset(name: str) -> Config:
     raise ValueError(f"unknown preset {name!r}; choose one of {PRESETS}")
 
 
-def default_run_dir(config: Config) -> Path:
-    return Path("runs") / NAME / config.preset
-
 
 def sweep_identity(config: Config) -> dict:
     """What defines the sweep's results (its config.json): the config without runtime fields,
@@ -182,20 +186,15 @@ def sweep_identity(config: Config) -> dict:
 
 def load_data(data: DataConfig) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """``(train, test, info)``: float32 tensors ``[N, *shape]`` and a description."""
-    from balance.data.splits import check_images, load_images
+    from balance.data.splits import load_images, load_manifold
 
     if data.dataset == "mnist":
         train_x, test_x = load_images("mnist", data.root, data.train_limit, data.test_limit,
                                       data.seed)
         info = {"dataset": "mnist", "shape": [1, 28, 28], "r": None}
     elif data.dataset == "manifold":
-        from balance.data.synthetic import nonlinear_manifold
-
-        points = nonlinear_manifold(data.n_train + data.n_test, data.d, data.r,
-                                    generator=torch.Generator().manual_seed(data.seed),
-                                    noise=data.noise)
-        x = check_images(points.x.float(), (data.d,), "manifold data")
-        train_x, test_x = x[: data.n_train], x[data.n_train:]
+        train_x, test_x = load_manifold(data.n_train, data.n_test, data.d, data.r,
+                                        noise=data.noise, seed=data.seed)
         info = {"dataset": "manifold", "shape": [data.d], "r": data.r, "noise": data.noise}
     else:
         raise ValueError(f"unknown dataset {data.dataset!r}; choose mnist or manifold")
@@ -286,10 +285,7 @@ def main(config: Config, run_dir: Path | None = None, *, progress: bool = True) 
     every finished run in the folder with the direction checks and the table."""
     from balance.engine import run_cells
 
-    unknown = set(config.arms) - set(ARMS)
-    if unknown:
-        raise ValueError(f"unknown arms {sorted(unknown)}; choose from {ARMS}")
-    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
+    run_dir = Path(run_dir or Path("runs") / NAME / config.preset)
     prepare_run(run_dir, sweep_identity(config), device=config.device)
     todo = [(a, k) for a in config.arms for k in config.kappas
             if not (run_dir / a / f"kappa{k}" / RESULTS_FILE).is_file()]
@@ -345,39 +341,8 @@ def table_rows(results: dict) -> list[list]:
 
 
 def report(results: dict) -> str:
-    from balance.reporting import format_number
-
-    lines = [markdown_table(TABLE_HEADERS, table_rows(results))]
-    lines += [f"{k}: {format_number(v)}" for k, v in results["checks"].items()
-              if k != "thresholds"]
-    lines.append(f"wall time of the runs: {float(results['wall_time_s']):.0f} s")
-    return "\n".join(lines)
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("--arms", nargs="+", choices=ARMS, default=None,
-                        help="decoder arms to run (default: the preset's)")
-    parser.add_argument("--kappas", type=int, nargs="+", default=None,
-                        help="latent sizes (default: the preset's)")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="runs trained at once in separate processes (default: preset's)")
-
-
-def apply_arguments(config: Config, args) -> Config:
-    changes = {}
-    if args.arms:
-        changes["arms"] = tuple(args.arms)
-    if args.kappas:
-        changes["kappas"] = tuple(args.kappas)
-    if args.workers is not None:
-        changes["workers"] = args.workers
-    return replace(config, **changes)
-
-
-def cli(argv: list[str] | None = None) -> dict:
-    from balance.experiment import cli as experiment_cli
-
-    return experiment_cli(sys.modules[__name__], argv)
+    return reporting.report([markdown_table(TABLE_HEADERS, table_rows(results))],
+                            results["checks"], results["wall_time_s"])
 
 
 if __name__ == "__main__":

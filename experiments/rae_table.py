@@ -71,13 +71,14 @@ from typing import Any
 if __package__ in (None, ""):  # python experiments/rae_table.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from balance import reporting
 from balance.density_estimation import SecondStageConfig
 from balance.evaluation.columns import ColumnsConfig
 from balance.evaluation.table import TableConfig, TableRow, fid_note, run_rows
 from balance.experiment import run_script
 from balance.models.registry import ConvSpec
 from balance.models.vae import GammaConfig
-from balance.reporting import format_number, markdown_table, shorten_na
+from balance.reporting import markdown_table, shorten_na
 from balance.runs import RESULTS_FILE, write_json
 from balance.train import TrainConfig
 
@@ -275,13 +276,10 @@ def table_rows(results: dict) -> list[list]:
     return rows
 
 
-def default_run_dir(config: TableConfig) -> Path:
-    return Path("runs") / NAME / config.preset
-
 
 def main(config: TableConfig, run_dir: Path | None = None, *, progress: bool = False) -> dict:
     """Run (or resume) every row of ``config``; write and return the combined results."""
-    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
+    run_dir = Path(run_dir or Path("runs") / NAME / config.preset)
     results = run_rows(NAME, config, run_dir, progress)
     for name, model in results["models"].items():
         model["label"] = LABELS.get(name, model["label"])
@@ -294,10 +292,9 @@ def main(config: TableConfig, run_dir: Path | None = None, *, progress: bool = F
 
 
 def report(results: dict) -> str:
-    lines = [fid_note(results) + markdown_table(TABLE_HEADERS, table_rows(results))]
-    lines += [f"{k}: {format_number(v)}" for k, v in results["directions"].items()]
-    lines.append(f"wall time of the rows: {float(results['wall_time_s']):.0f} s")
-    return "\n".join(lines)
+    return reporting.report([fid_note(results) + markdown_table(TABLE_HEADERS,
+                                                                table_rows(results))],
+                            results["directions"], results["wall_time_s"])
 
 
 def add_arguments(parser) -> None:
@@ -317,11 +314,6 @@ def apply_arguments(config: TableConfig, args) -> TableConfig:
         raise OverrideError(f"unknown models {unknown}; choose from {sorted(known)}")
     return replace(config, rows=tuple(known[m] for m in wanted))
 
-
-def cli(argv: list[str] | None = None) -> dict:
-    from balance.experiment import cli as experiment_cli
-
-    return experiment_cli(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

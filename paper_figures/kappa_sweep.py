@@ -8,7 +8,11 @@ under ``results/kappa_sweep/``) and writes
   numbers in grey (MNIST), the line ``# active = kappa`` (and ``= r`` on
   the manifold);
 - ``kappa_sweep_table.md`` / ``.tex``: the same numbers, ours beside the paper's ("–" where the
-  paper gives none).
+  paper gives none);
+- ``kappa_sweep_balance.png`` / ``.pdf``: Dai & Wipf's stochastic balance for one arm (the
+  paper's residual decoder where it ran): per kappa, the dimensions sorted by
+  ``E_x[s_k^2(x)]`` (near 0 on active dimensions, near 1 on idle ones) and by their KL, and the
+  trajectory of gamma over training.
 
 Usage: ``python paper_figures/kappa_sweep.py [RESULTS_DIR] [--out OUT_DIR]``.
 """
@@ -32,7 +36,8 @@ from paper_figures.registry import (  # noqa: E402
 )
 
 NAME = "kappa_sweep"
-_OUTPUTS = both("kappa_sweep", formats=FIGURE) + both("kappa_sweep_table", formats=TABLE)
+_OUTPUTS = (both("kappa_sweep", "kappa_sweep_balance", formats=FIGURE)
+            + both("kappa_sweep_table", formats=TABLE))
 ENTRY = Entry(
     NAME, "E1, Table 1: kappa sweep (rec. error, IWAE NLL, active units) per decoder arm; "
     "MNIST, and a synthetic manifold",
@@ -167,10 +172,59 @@ def make(results_dir: Path, out_dir: Path) -> list[Path]:
     if checks:
         notes.append("Direction checks: " + ", ".join(
             f"{k}: {style.format_number(v)}" for k, v in checks.items()))
+    written += make_balance(results, out_dir)
     written += style.write_table(COLUMNS, table_rows(results), out_dir, f"{NAME}_table",
                                  caption="Kappa sweep (Table 1): ours beside the paper's",
                                  notes=notes)
     return written
+
+
+def _balance_arm(results: dict) -> str | None:
+    for arm in ("residual", "residual_affine", *ARMS):
+        if results["runs"].get(arm):
+            return arm
+    return None
+
+
+def make_balance(results: dict, out_dir: Path) -> list[Path]:
+    """The stochastic-balance figure (module docstring) of one arm."""
+    arm = _balance_arm(results)
+    runs = results["runs"].get(arm, {}) if arm else {}
+    panels = (("posterior_variance_per_dim", r"$E_x[s_k^2(x)]$", "(a) posterior variance"),
+              ("kl_per_dim", "KL per dimension (nats)", "(b) KL to the prior"))
+    with style.context():
+        fig, axes = style.figure((7.2, 2.9), ncols=3)
+        for ax, (key, ylabel, title) in zip(axes, panels, strict=False):
+            for i, kappa in enumerate(_kappas(runs)):
+                values = runs[kappa].get(key)
+                if not values:
+                    continue
+                ordered = sorted((float(v) for v in values), reverse=key == "kl_per_dim")
+                kw = style.series_style(i)
+                kw.pop("marker")
+                ax.plot(range(1, len(ordered) + 1), ordered, label=f"kappa = {kappa}", **kw)
+            if not ax.lines:
+                ax.text(0.5, 0.5, "not recorded by this run", ha="center", va="center",
+                        transform=ax.transAxes)
+            ax.set_xscale("log")
+            ax.set_xlabel("dimension (sorted)")
+            ax.set_ylabel(ylabel)
+            ax.set_title(title)
+        ax = axes[2]
+        for i, kappa in enumerate(_kappas(runs)):
+            epochs = [e for e in runs[kappa].get("epochs", []) if e.get("gamma") is not None]
+            if epochs:
+                kw = style.series_style(i)
+                kw.pop("marker")
+                ax.plot([e["epoch"] for e in epochs], [float(e["gamma"]) for e in epochs],
+                        label=f"kappa = {kappa}", **kw)
+        ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(r"decoder variance $\gamma$")
+        ax.set_title(r"(c) $\gamma$ over training")
+        fig.suptitle(f"Stochastic balance, arm {arm}: {style.run_label(results)}")
+        style.legend_below(fig)
+        return style.save_figure(fig, out_dir, f"{NAME}_balance")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from balance.experiment import cli
 from balance.pipelines.vae_plus import MODELS
 from balance.reporting import NA_FID
 from balance.runs import prepare_run, run_identity
@@ -127,7 +128,7 @@ def test_paper_preset_refuses_the_sample(module, data_root, tmp_path):
 @pytest.mark.parametrize("module", [e2, e3])
 def test_help(module, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        module.cli(["--help"])
+        cli(module, ["--help"])
     assert exit_info.value.code == 0
     assert "--preset" in capsys.readouterr().out
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import experiments
-from balance.experiment import OverrideError, apply_overrides, load_config_file, set_field
+from balance.experiment import OverrideError, apply_overrides, cli, load_config_file, set_field
 from balance.runs import CheckpointError, ConfigMismatchError, load_checkpoint, load_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,7 +57,7 @@ def test_smoke_preset_runs_resumes_and_rebuilds_its_models(script, shared_data_r
     argv = ["--preset", "smoke", "--run-dir", str(run_dir), "--no-progress"]
     if hasattr(script, "DATA_ROOT_FIELD") or script.NAME != "affine_landscape":
         argv += ["--data-root", str(shared_data_root)]
-    first = script.cli(argv)
+    first = cli(script, argv)
     printed = capsys.readouterr().out
     assert printed.strip(), "the script printed no report"
     saved = json.loads((run_dir / "results.json").read_text())
@@ -71,7 +71,7 @@ def test_smoke_preset_runs_resumes_and_rebuilds_its_models(script, shared_data_r
 
     # Resume from the resolved config: nothing trains again, the results are the same.
     before = _mtimes(run_dir)
-    again = script.cli(["--config", str(resolved), "--run-dir", str(run_dir), "--no-progress"])
+    again = cli(script, ["--config", str(resolved), "--run-dir", str(run_dir), "--no-progress"])
     assert _mtimes(run_dir) == before
     assert json.dumps(again, sort_keys=True, default=str) == json.dumps(first, sort_keys=True,
                                                                         default=str)
@@ -79,7 +79,7 @@ def test_smoke_preset_runs_resumes_and_rebuilds_its_models(script, shared_data_r
     # A changed seed is another run: refused with the field named.
     field = getattr(script, "SEED_FIELDS", ("train.seed",))[0]
     with pytest.raises(ConfigMismatchError, match=re.escape(field.split(".")[-1])):
-        script.cli(["--config", str(resolved), "--run-dir", str(run_dir), "--no-progress",
+        cli(script, ["--config", str(resolved), "--run-dir", str(run_dir), "--no-progress",
                     "--set", f"{field}=12345"])
 
     # Every training run folder rebuilds its model: weights equal to the checkpoint's, and
@@ -103,7 +103,7 @@ def test_seeds_give_mean_and_standard_error(tmp_path, capsys):
     from experiments import kappa_sweep
 
     run_dir = tmp_path / "seeds"
-    results = kappa_sweep.cli(["--preset", "manifold_smoke", "--run-dir", str(run_dir),
+    results = cli(kappa_sweep, ["--preset", "manifold_smoke", "--run-dir", str(run_dir),
                                "--no-progress", "--seeds", "0", "1", "--arms", "none"])
     assert (run_dir / "seed0" / "none" / "kappa2" / "results.json").is_file()
     assert (run_dir / "seed1" / "none" / "kappa2" / "results.json").is_file()

@@ -56,7 +56,8 @@ def test_manifold_smoke_sweep_resumes_and_feeds_the_figure(tmp_path, monkeypatch
 
     written = figure.make(run_dir, tmp_path / "fig")
     assert sorted(p.name for p in written) == [
-        "kappa_sweep.pdf", "kappa_sweep.png", "kappa_sweep_table.md", "kappa_sweep_table.tex"]
+        "kappa_sweep.pdf", "kappa_sweep.png", "kappa_sweep_balance.pdf", "kappa_sweep_balance.png",
+        "kappa_sweep_table.md", "kappa_sweep_table.tex"]
     assert all(p.stat().st_size > 500 for p in written)
 
 
@@ -87,7 +88,7 @@ def test_mnist_smoke_sweep(tmp_path, shared_data_root):
 def test_cli_arms_kappas_and_overrides():
     import argparse
 
-    from balance.experiment import _parser, resolve
+    from balance.experiment import OverrideError, _parser, resolve
 
     def resolved(*argv):
         return resolve(kappa_sweep, _parser(kappa_sweep).parse_args(list(argv)))
@@ -99,8 +100,8 @@ def test_cli_arms_kappas_and_overrides():
     config = resolved("--preset", "manifold_quick", "--workers", "1")
     assert config.data.dataset == "manifold" and config.workers == 1
     assert resolved().arms == kappa_sweep.ARMS  # quick: every arm
-    with pytest.raises(SystemExit):
-        _parser(kappa_sweep).parse_args(["--arms", "skip"])
+    with pytest.raises(OverrideError, match="unknown arms"):
+        resolved("--arms", "skip")
     with pytest.raises(ValueError, match="unknown preset"):
         kappa_sweep.preset("huge")
     assert isinstance(_parser(kappa_sweep), argparse.ArgumentParser)

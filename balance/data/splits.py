@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["CelebAData", "check_images", "load_celeba_train_eval", "load_images",
-           "random_subset"]
+           "load_manifold", "random_subset"]
 
 #: (channels, side) of each image dataset at its default resolution.
 IMAGE_SHAPES = {"mnist": (1, 28), "cifar10": (3, 32), "celeba": (3, 64)}
@@ -125,3 +125,16 @@ def load_images(dataset: str, root: str | None = None, train_limit: int | None =
     test = check_images(test, shape, f"{dataset} test")
     gen = torch.Generator().manual_seed(subset_seed)
     return random_subset(train, train_limit, gen), random_subset(test, test_limit, gen)
+
+
+def load_manifold(n_train: int, n_test: int, d: int, r: int, *, noise: float = 0.01,
+                  seed: int = 0) -> tuple[Tensor, Tensor]:
+    """``(train, test)`` float32 points ``[N, d]`` of one draw of
+    :func:`balance.data.synthetic.nonlinear_manifold` (an r-dimensional manifold in R^d)
+    from ``seed``, the first ``n_train`` for training."""
+    from balance.data.synthetic import nonlinear_manifold
+
+    points = nonlinear_manifold(n_train + n_test, d, r,
+                                generator=torch.Generator().manual_seed(seed), noise=noise)
+    x = check_images(points.x.float(), (d,), "manifold data")
+    return x[:n_train], x[n_train:]

@@ -179,7 +179,7 @@ def load_model(run_dir: str | os.PathLike, *, map_location: str = "cpu") -> nn.M
         raise FileNotFoundError(
             f"{run_dir} has no {MODEL_FILE}: it is not a model run folder written by balance "
             "(point load_model at the folder of one training run, e.g. runs/kappa_sweep/"
-            "quick_mnist/residual/kappa50)"
+            "quick/residual/kappa50)"
         )
     try:
         record = read_json(record_path)
