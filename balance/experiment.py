@@ -11,6 +11,8 @@ A script in ``experiments/`` is a module with::
     SEED_FIELDS (optional)        dotted config fields set to the seed by --seeds
                                   (default ("train.seed",))
     DATA_ROOT_FIELD (optional)    the field --data-root sets (default "data.root")
+    recheck(results) (optional)   the direction checks on results over seeds (means with
+                                  standard errors), replacing the per-seed counts
     FLAGS (optional)              top-level config fields that get their own option, e.g.
                                   ("arms", "kappas") gives --arms A B and --kappas 50 100
     add_arguments(parser), apply_arguments(config, args)   (optional) script-only flags
@@ -244,6 +246,10 @@ def run_seeds(script: ModuleType, config: Any, seeds: Sequence[int], run_dir: Pa
             seeded = set_field(seeded, field, int(seed))
         per_seed.append(script.main(seeded, Path(run_dir) / f"seed{seed}", progress=progress))
     results = aggregate(per_seed)
+    recheck = getattr(script, "recheck", None)
+    if recheck is not None:  # checks on the means, with the seed spread
+        results["checks_per_seed"] = results.pop("checks", None)
+        results["checks"] = recheck(results)
     results["seeds"] = [int(s) for s in seeds]
     results["seed_fields"] = list(fields)
     write_json(Path(run_dir) / "results.json", results)

@@ -243,41 +243,59 @@ def collect(run_dir: Path, kappas, arms=ARMS) -> dict[str, dict[str, dict]]:
 
 
 def direction_checks(runs: dict, dataset: str, r: int | None) -> dict:
-    """The paper's claims as yes/no on the finished runs (left out where an arm is missing);
-    with seeds (``balance.seeds.MeanSE`` values), ``*_beyond_spread`` says whether the
-    compared difference exceeds two combined standard errors."""
+    """The paper's claims as yes/no on the finished runs (left out where an arm is missing),
+    with the numbers behind each in ``evidence``; with seeds (``balance.seeds.MeanSE``
+    values), ``nll_improvement_beyond_spread`` says whether the NLL gain exceeds two combined
+    standard errors."""
+    from balance.reporting import format_number as f
     from balance.seeds import exceeds_spread
 
     checks: dict = {"thresholds": {"well_below": WELL_BELOW, "saturation": SATURATION,
                                    "nearly_all_off": NEARLY_ALL_OFF, "near_r": NEAR_R}}
-    main = runs.get(MAIN_ARM) or runs.get("residual_affine") or {}
+    why: dict[str, str] = {}
+    arm = MAIN_ARM if runs.get(MAIN_ARM) else "residual_affine"
+    main = runs.get(arm) or {}
     if len(main) >= 2:
         ks = sorted(main, key=int)
         active = [main[k]["active"] for k in ks]
         nll = [main[k]["nll"] for k in ks]
+        at = f"at kappa {'/'.join(ks)} ({arm})"
         floor_k = 50 if dataset == "mnist" else (r or 0) + 1
         checks["active_well_below_kappa"] = all(
             a <= WELL_BELOW * int(k) for a, k in zip(active, ks, strict=True) if int(k) >= floor_k)
         checks["active_saturates"] = bool(active[-1] <= SATURATION * max(active[-2], 1))
+        why["active_well_below_kappa"] = why["active_saturates"] = \
+            f"active {'/'.join(f(a) for a in active)} {at}"
         checks["nll_improves_with_kappa"] = bool(nll[-1] < nll[0])
         checks["nll_monotone"] = all(b <= a for a, b in zip(nll, nll[1:], strict=False))
+        why["nll_improves_with_kappa"] = why["nll_monotone"] = \
+            f"NLL {'/'.join(f(v) for v in nll)} {at}"
         spread = exceeds_spread(nll[0], nll[-1])
         if spread is not None:
             checks["nll_improvement_beyond_spread"] = spread
         if dataset == "manifold" and r is not None:
             checks["active_near_r"] = all(
                 abs(a - r) <= NEAR_R for a, k in zip(active, ks, strict=True) if int(k) >= r)
+            why["active_near_r"] = f"r = {r}; " + why["active_saturates"]
     noskip = runs.get(NOSKIP_ARM, {})
     if noskip:
+        ks = sorted(noskip, key=int)
         checks["noskip_nearly_all_off"] = all(
-            run["active"] <= NEARLY_ALL_OFF for run in noskip.values())
-    for arm, per in runs.items():
-        if arm != NOSKIP_ARM and noskip:
-            shared = sorted(set(per) & set(noskip), key=int)
-            if shared:
-                checks[f"{arm}_nll_beats_noskip"] = all(
-                    per[k]["nll"] < noskip[k]["nll"] for k in shared)
+            noskip[k]["active"] <= NEARLY_ALL_OFF for k in ks)
+        why["noskip_nearly_all_off"] = (f"active {'/'.join(f(noskip[k]['active']) for k in ks)} "
+                                        f"at kappa {'/'.join(ks)} without skips")
+    for other, per in runs.items():
+        shared = sorted(set(per) & set(noskip), key=int) if other != NOSKIP_ARM else []
+        if shared:
+            checks[f"{other}_nll_beats_noskip"] = all(
+                per[k]["nll"] < noskip[k]["nll"] for k in shared)
+    checks["evidence"] = why
     return checks
+
+
+def recheck(results: dict) -> dict:
+    """The direction checks on results over seeds (``balance.experiment.run_seeds``)."""
+    return direction_checks(results["runs"], results["data"]["dataset"], results["data"]["r"])
 
 
 def main(config: Config, run_dir: Path | None = None, *, progress: bool = True) -> dict:
@@ -341,8 +359,13 @@ def table_rows(results: dict) -> list[list]:
 
 
 def report(results: dict) -> str:
+    """Table 1 and each claim: yes/no with the numbers behind it."""
+    checks = dict(results["checks"])
+    why = checks.pop("evidence", {})
+    lines = [f"{k}: {reporting.format_number(v)}" + (f" ({why[k]})" if k in why else "")
+             for k, v in checks.items() if k != "thresholds"]
     return reporting.report([markdown_table(TABLE_HEADERS, table_rows(results))],
-                            results["checks"], results["wall_time_s"])
+                            wall_time_s=results["wall_time_s"], lines=lines)
 
 
 if __name__ == "__main__":
