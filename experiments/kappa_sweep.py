@@ -19,13 +19,8 @@ sized for 2 CPU cores), ``paper`` (the same with the paper's IWAE k = 5,000, for
 ``manifold_quick`` (synthetic data on a nonlinear r = 4 manifold in R^24, where the active count
 should approach r) and ``smoke`` / ``manifold_smoke`` (seconds, the tests).
 
-Usage::
-
-    python experiments/kappa_sweep.py                          # quick, every arm
-    python experiments/kappa_sweep.py --preset full            # hours on 2 CPU cores
-    python experiments/kappa_sweep.py --arms none --kappas 50 100
-    python experiments/kappa_sweep.py --seeds 0 1 2            # mean ± s.e. over seeds
-    python experiments/kappa_sweep.py --set train.epochs=50 --set model.width=512
+Usage: ``python experiments/kappa_sweep.py [--preset full] [--arms none --kappas 50 100]
+[--seeds 0 1 2] [--set train.epochs=50]``.
 
 Run folder (default ``runs/kappa_sweep/<preset>``): ``<arm>/kappa<k>/`` per training run
 (config, model.json, metrics.jsonl, checkpoint.pt, results.json), then ``results.json`` and
@@ -38,12 +33,11 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import torch
-
 if __package__ in (None, ""):  # python experiments/kappa_sweep.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from balance import reporting
+from balance.data.splits import VectorData, load_vector_data
 from balance.evaluation.vae import VAEMetricsConfig, vae_test_metrics
 from balance.experiment import run_script
 from balance.models.registry import ARMS, MLPVAESpec, build, save_model_record
@@ -85,31 +79,13 @@ STRONG = 0.1  # descriptive: dimensions with posterior-mean variance >= this
 
 
 @dataclass(frozen=True)
-class DataConfig:
-    """MNIST: ``train_limit`` / ``test_limit`` random images of the official splits (None: all),
-    drawn with ``seed``. Manifold: ``n_train`` + ``n_test`` points of
-    ``nonlinear_manifold(d, r, noise)`` from ``seed``."""
-
-    dataset: str = "mnist"  # or "manifold"
-    root: str | None = None
-    train_limit: int | None = None
-    test_limit: int | None = None
-    seed: int = 0
-    d: int = 24
-    r: int = 4
-    n_train: int = 4000
-    n_test: int = 1000
-    noise: float = 0.01
-
-
-@dataclass(frozen=True)
 class Config:
     """The sweep: ``model`` is the spec of every run (its ``latent_dim`` set to each kappa,
     its ``arm`` to each of ``arms``); ``workers`` runs trained at once in separate processes
     (``balance.engine``; CPU: one per core with ``threads`` threads each)."""
 
     preset: str = "quick"
-    data: DataConfig = DataConfig()
+    data: VectorData = VectorData()
     kappas: tuple[int, ...] = (50, 100, 200, 400, 784)
     arms: tuple[str, ...] = (MAIN_ARM, NOSKIP_ARM)
     model: MLPVAESpec = MLPVAESpec(latent_dim=1)
@@ -128,7 +104,7 @@ class Config:
 def preset(name: str) -> Config:
     """The presets of the module docstring."""
     manifold = name.startswith("manifold")
-    data = DataConfig(dataset="manifold" if manifold else "mnist")
+    data = VectorData(dataset="manifold" if manifold else "mnist")
     if name in ("paper", "manifold_paper", "full"):
         # The paper gives neither widths nor a schedule (its supplement is not available).
         # full: width 256 and 100 epochs of 600 steps fit 10 runs in ~2.5 h on 2 CPU cores
@@ -184,24 +160,6 @@ def sweep_identity(config: Config) -> dict:
     return run_identity(config, drop=("arms", "kappas", "data.root"))
 
 
-def load_data(data: DataConfig) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """``(train, test, info)``: float32 tensors ``[N, *shape]`` and a description."""
-    from balance.data.splits import load_images, load_manifold
-
-    if data.dataset == "mnist":
-        train_x, test_x = load_images("mnist", data.root, data.train_limit, data.test_limit,
-                                      data.seed)
-        info = {"dataset": "mnist", "shape": [1, 28, 28], "r": None}
-    elif data.dataset == "manifold":
-        train_x, test_x = load_manifold(data.n_train, data.n_test, data.d, data.r,
-                                        noise=data.noise, seed=data.seed)
-        info = {"dataset": "manifold", "shape": [data.d], "r": data.r, "noise": data.noise}
-    else:
-        raise ValueError(f"unknown dataset {data.dataset!r}; choose mnist or manifold")
-    info.update(n_train=int(train_x.shape[0]), n_test=int(test_x.shape[0]))
-    return train_x.contiguous(), test_x.contiguous(), info
-
-
 EPOCH_KEYS = ("epoch", "loss", "reconstruction", "latent", "squared_error", "gamma",
               "grad_z_norm", "time_s")
 
@@ -216,7 +174,7 @@ def run_cell(run_dir: Path, config: Config, arm: str, kappa: int, progress: bool
     if stage.done is not None:
         return stage.done
     with limit_threads(config.threads):
-        train_x, test_x, info = data if data is not None else load_data(config.data)
+        train_x, test_x, info = data if data is not None else load_vector_data(config.data)
         model = build(spec, info["shape"], config.train.seed)
         save_model_record(stage.folder, spec, info["shape"], config.train.seed)
         from balance.objectives import loss
@@ -314,7 +272,7 @@ def main(config: Config, run_dir: Path | None = None, *, progress: bool = True) 
                                                 flush=True))
     elif todo:
         with limit_threads(config.threads):
-            data = load_data(config.data)
+            data = load_vector_data(config.data)
         for arm, kappa in todo:
             run_cell(run_dir, config, arm, kappa, progress, data)
     runs = collect(run_dir, sorted(set(config.kappas) | set(PAPER_TABLE1)))

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["CelebAData", "check_images", "load_celeba_train_eval", "load_images",
-           "load_manifold", "random_subset"]
+__all__ = ["CelebAData", "VectorData", "check_images", "load_celeba_train_eval", "load_images",
+           "load_manifold", "load_vector_data", "random_subset"]
 
 #: (channels, side) of each image dataset at its default resolution.
 IMAGE_SHAPES = {"mnist": (1, 28), "cifar10": (3, 32), "celeba": (3, 64)}
@@ -138,3 +138,37 @@ def load_manifold(n_train: int, n_test: int, d: int, r: int, *, noise: float = 0
                                 generator=torch.Generator().manual_seed(seed), noise=noise)
     x = check_images(points.x.float(), (d,), "manifold data")
     return x[:n_train], x[n_train:]
+
+
+@dataclass(frozen=True)
+class VectorData:
+    """The data of the kappa sweep. MNIST: ``train_limit`` / ``test_limit`` random images of
+    the official splits (None: all), drawn with ``seed``. Manifold: ``n_train`` + ``n_test``
+    points of ``nonlinear_manifold(d, r, noise)`` from ``seed`` (:func:`load_manifold`)."""
+
+    dataset: str = "mnist"  # or "manifold"
+    root: str | None = None
+    train_limit: int | None = None
+    test_limit: int | None = None
+    seed: int = 0
+    d: int = 24
+    r: int = 4
+    n_train: int = 4000
+    n_test: int = 1000
+    noise: float = 0.01
+
+
+def load_vector_data(data: VectorData) -> tuple[Tensor, Tensor, dict]:
+    """``(train, test, info)``: float32 tensors ``[N, *shape]`` and a description."""
+    if data.dataset == "mnist":
+        train_x, test_x = load_images("mnist", data.root, data.train_limit, data.test_limit,
+                                      data.seed)
+        info = {"dataset": "mnist", "shape": [1, 28, 28], "r": None}
+    elif data.dataset == "manifold":
+        train_x, test_x = load_manifold(data.n_train, data.n_test, data.d, data.r,
+                                        noise=data.noise, seed=data.seed)
+        info = {"dataset": "manifold", "shape": [data.d], "r": data.r, "noise": data.noise}
+    else:
+        raise ValueError(f"unknown dataset {data.dataset!r}; choose mnist or manifold")
+    info.update(n_train=int(train_x.shape[0]), n_test=int(test_x.shape[0]))
+    return train_x.contiguous(), test_x.contiguous(), info
