@@ -1,19 +1,13 @@
 """E2: learned vs fixed decoder variance gamma on CelebA (balanced-regularization paper, Table 2
 and Figure 1; EXPERIMENTS.md E2, THEORY.md section 3).
 
-For each resolution (64 and 128):
-
-1. ``learned``: a conv Gaussian VAE (``balance.models.conv`` encoder/decoder inside
-   ``balance.models.vae.GaussianVAE``) trained on the negative ELBO with a learnable decoder
-   variance gamma (initial value ``gamma_init``, a homotopy from large to small gamma);
-2. ``fixed``: the same network, from the same initial weights, retrained from scratch with gamma
-   fixed at the first run's final value gamma* (read from that run's saved ``results.json``).
-
-Both runs log ``||dL/dz||`` at every step (the per-image norm of the gradient of the negative
-ELBO with respect to the latent sample, ``balance.objectives.elbo.vae_loss``). On the test images
-each run reports the reconstruction error ``||x - mu_x(mu_z(x))||^2`` (squared [0, 1] pixel
-units, summed per image), the unbiased MMD^2 between q(z) (one z ~ q(z|x) per image) and N(0, I)
-(multi-scale IMQ kernel, ``balance.metrics.mmd``), and the active units (Burda et al.).
+For each resolution (64 and 128): ``learned``, a conv Gaussian VAE (``balance.models.registry.
+ConvSpec``) trained on the negative ELBO with a learnable decoder variance gamma (a homotopy
+from large to small gamma); then ``fixed``, the same network from the same initial weights
+retrained with gamma fixed at the first run's final value gamma* (read from its saved
+``results.json``). Both log ``||dL/dz||`` at every step (``balance.tracing``); on the test
+images each reports the reconstruction error, the MMD^2 between q(z) and N(0, I) and the active
+units (``balance.evaluation.vae.prior_match_metrics``).
 
 Claim (THEORY.md section 3): both runs reconstruct about equally well, but learning gamma gives a
 much smaller MMD, and the fixed-gamma run starts with a huge gradient (it grows like 1/gamma).
@@ -25,16 +19,9 @@ Usage::
     python experiments/gamma_fixed_vs_learned.py --seeds 0 1 2   # mean ± s.e. over seeds
     python paper_figures/gamma_fixed_vs_learned.py runs/gamma_fixed_vs_learned/quick
 
-Run folder (default ``runs/gamma_fixed_vs_learned/<preset>``)::
-
-    config.json, command.txt, environment.json   the whole experiment
-    celeba<R>/{learned,fixed}/                   one training run each (metrics.jsonl, checkpoint,
-                                                 grad_z_norm.jsonl: every step's ||dL/dz||,
-                                                 results.json)
-    results.json, table2.md, table2.csv          all resolutions, with the paper's numbers
-
-Re-running the same command resumes: finished runs are skipped, an interrupted one continues from
-its last epoch.
+Run folder (default ``runs/gamma_fixed_vs_learned/<preset>``): ``celeba<R>/{learned,fixed}/``
+(one training run each, with ``grad_z_norm.jsonl``), ``results.json`` and ``table2.md``.
+Re-running the same command resumes.
 """
 
 from __future__ import annotations
