@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -261,6 +262,13 @@ def cli(script: ModuleType, argv: Sequence[str] | None = None) -> dict:
     args = _parser(script).parse_args(argv)
     config = resolve(script, args)
     run_dir = Path(args.run_dir) if args.run_dir is not None else default_run_dir(script, config)
+    finished = run_dir / "results.json"
+    if finished.is_file() and not os.access(run_dir, os.W_OK):  # e.g. a shared, read-only copy
+        from balance.seeds import revive
+
+        results = revive(read_json(finished))
+        print(script.report(results))
+        return results
     if args.seeds:
         if args.run_dir is None:
             run_dir = run_dir.with_name(run_dir.name + "_seeds")
@@ -277,13 +285,13 @@ def run_script(script: ModuleType, argv: Sequence[str]) -> None:
     """:func:`cli` with user-fixable problems as ``error: ...`` and exit status 2."""
     from balance.data.errors import DataError
     from balance.metrics.fid import FIDWeightsMissing
-    from balance.runs import CheckpointError, ConfigMismatchError
+    from balance.runs import CheckpointError, ConfigMismatchError, RunLockedError
     from balance.train import NonFiniteLossError
 
     try:
         cli(script, argv)
     except (DataError, FIDWeightsMissing, CheckpointError, ConfigMismatchError,
-            NonFiniteLossError, OverrideError) as err:
+            NonFiniteLossError, OverrideError, RunLockedError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:

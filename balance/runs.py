@@ -18,6 +18,7 @@ process killed at any moment leaves either the old or the new file, never a trun
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import enum
@@ -52,6 +53,58 @@ class CheckpointError(RuntimeError):
 
 class ConfigMismatchError(ValueError):
     """A run folder (or its checkpoint) was started with a different configuration."""
+
+
+class RunLockedError(RuntimeError):
+    """Another process holds the run folder (the message names its PID and host)."""
+
+
+LOCK_FILE = ".lock"
+#: Folders this process holds, path -> open lock file (released when the process ends).
+_HELD: dict[str, Any] = {}
+
+
+def lock_run_dir(run_dir: str | os.PathLike) -> Path:
+    """Take the advisory lock of ``run_dir`` for the rest of this process (a no-op when this
+    process holds it already): a second process on the same folder gets
+    :class:`RunLockedError` naming the holder, instead of interleaving its files. The lock is
+    an ``flock`` on ``run_dir/.lock``, released by the system when the holder exits (also
+    after ``kill -9``); on systems without ``fcntl`` nothing is locked."""
+    run_dir = Path(run_dir)
+    key = str(run_dir.resolve())
+    if key in _HELD:
+        return run_dir
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no advisory locks
+        return run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(run_dir / LOCK_FILE, "a+", encoding="utf-8")  # noqa: SIM115 (held open)
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise RunLockedError(
+            f"run folder {run_dir} is in use by {holder}: wait for that run to finish (or stop "
+            "it), or pass another --run-dir / run_dir") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"PID {os.getpid()} on host {socket.gethostname()} (since "
+                 f"{_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')})")
+    handle.flush()
+    _HELD[key] = handle
+    _remove_stale_temporaries(run_dir)
+    return run_dir
+
+
+def _remove_stale_temporaries(run_dir: Path) -> None:
+    """Delete the temporary files of atomic writes that a killed process left in ``run_dir``
+    (safe once this process holds the folder's lock: nobody else is writing there)."""
+    for tmp in run_dir.glob(".*.tmp"):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 # --------------------------------------------------------------------------------------------
@@ -173,6 +226,15 @@ def to_jsonable(obj: Any) -> Any:
     raise TypeError(f"cannot convert an object of type {type(obj).__name__} to JSON: {obj!r}")
 
 
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def _atomic_write(
     path: Path, write: typing.Callable[[typing.BinaryIO], None], *, fsync: bool = True
 ) -> None:
@@ -185,6 +247,7 @@ def _atomic_write(
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600: honour the umask like open()
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
@@ -465,6 +528,9 @@ def prepare_run(
     run_dir = Path(run_dir)
     new_config = config_to_dict(config)
     config_path = run_dir / CONFIG_FILE
+    writable = not run_dir.exists() or os.access(run_dir, os.W_OK)
+    if writable:
+        lock_run_dir(run_dir)
     if config_path.exists() and not overwrite:
         try:
             saved = read_json(config_path)
@@ -480,6 +546,8 @@ def prepare_run(
                 "Use another run folder, delete this one to start over, or pass "
                 "overwrite=True to keep its files and record the new config."
             )
+        if not writable:  # a finished run read from a read-only folder: nothing to record
+            return run_dir
         append_jsonl(
             run_dir / RESUMES_FILE,
             {

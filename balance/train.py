@@ -40,6 +40,7 @@ import json
 import logging
 import math
 import random
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -431,9 +432,11 @@ def _steps_and_weights(n: int, config: TrainConfig) -> tuple[int, np.ndarray]:
 class _RunFolder:
     """The checkpoint and metrics log of one training run (or nothing, without a folder)."""
 
-    def __init__(self, run_dir: str | Path | None, config: TrainConfig):
+    def __init__(self, run_dir: str | Path | None, config: TrainConfig,
+                 fingerprint: dict[str, Any] | None = None):
         self.dir = Path(run_dir) if run_dir is not None else None
         self.config = config
+        self.fingerprint = fingerprint
         self.checkpoint = self.dir / CHECKPOINT_FILE if self.dir is not None else None
         self.metrics = self.dir / METRICS_FILE if self.dir is not None else None
         self.run_config = None
@@ -453,6 +456,7 @@ class _RunFolder:
             "rng": _rng_state(),
             "config": config_to_dict(self.config),
             "run_config": self.run_config,
+            "fingerprint": self.fingerprint,
             "history": history,
         })
 
@@ -468,6 +472,7 @@ class _RunFolder:
             return [], 0, 0
         saved = load_checkpoint(self.checkpoint, map_location="cpu")
         _check_resumable(self.checkpoint, saved, self.config)
+        self._check_fingerprint(saved)
         try:
             model.load_state_dict(saved["model"])
             optimizer.load_state_dict(saved["optimizer"])
@@ -482,8 +487,27 @@ class _RunFolder:
         history = list(saved["history"])
         start, step = int(saved["epoch"]), int(saved["global_step"])
         _write_metrics(self.metrics, history)
-        log.info("resuming %s at epoch %d (step %d)", self.dir, start + 1, step)
+        if start < self.config.epochs:
+            print(f"resuming {self.dir} from epoch {start}/{self.config.epochs} (step {step})",
+                  file=sys.stderr, flush=True)
         return history, start, step
+
+    def _check_fingerprint(self, saved: Mapping[str, Any]) -> None:
+        """Refuse a checkpoint of another model, loss or data (checkpoints written before
+        fingerprints existed are resumed with a warning in the log)."""
+        from balance.fingerprint import differences
+
+        old = saved.get("fingerprint")
+        if old is None or self.fingerprint is None:
+            log.warning("checkpoint %s has no run fingerprint: resuming without checking the "
+                        "model, loss and data", self.checkpoint)
+            return
+        diffs = differences(old, self.fingerprint)
+        if diffs:
+            raise ConfigMismatchError(
+                f"checkpoint {self.checkpoint} belongs to another run: " + "; ".join(diffs)
+                + f". Delete {self.checkpoint} (or the folder) to start this run fresh, or "
+                "pass another run_dir / --run-dir.")
 
 
 # --------------------------------------------------------------------------------------------
@@ -549,7 +573,15 @@ def train(
     clip = config.grad_clip
     log_grad_norm = clip is not None or config.log_grad_norm
     steps, weights = _steps_and_weights(n, config)
-    folder = _RunFolder(run_dir, config)
+    from balance.fingerprint import run_fingerprint
+
+    fingerprint = None
+    if run_dir is not None:
+        from balance.runs import lock_run_dir
+
+        lock_run_dir(run_dir)  # a second process on this folder is refused, not interleaved
+        fingerprint = run_fingerprint(model, loss_fn, tensors)
+    folder = _RunFolder(run_dir, config, fingerprint)
     history, start_epoch, global_step = folder.resume(model, optimizer, scheduler)
     fresh = start_epoch == 0 and not (folder.checkpoint and folder.checkpoint.exists())
 
