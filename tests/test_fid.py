@@ -225,6 +225,15 @@ def test_weights_are_found_in_the_hub_cache_argument_and_env(monkeypatch, tmp_pa
     hub_file.parent.mkdir(parents=True)
     torch.save(fid.random_inception_state_dict(0), hub_file)  # stands in for the real file
     assert fid.inception_weights_available()
+    # Not the official file (its SHA-256 does not start with 6726825d): refused ...
+    with pytest.raises(fid.FIDWeightsInvalid, match=r"is not the 6726825d.*--download"):
+        fid.load_inception()
+    # ... accepted when non-standard weights are allowed, and then named so ...
+    other = fid.load_inception(allow_nonstandard=True)
+    digest = fid.file_sha256(hub_file)
+    assert other.fid_network_tag == f"nonstandard-{digest[:8]}"
+    # ... and a file whose hash matches the official prefix is the pretrained network.
+    monkeypatch.setattr(fid, "WEIGHTS_HASH_PREFIX", digest[:8])
     loaded = fid.load_inception()
     assert loaded.fid_network_tag == fid.PRETRAINED_TAG
     x = make_images(1, seed=3)[1]
@@ -239,7 +248,7 @@ def test_weights_are_found_in_the_hub_cache_argument_and_env(monkeypatch, tmp_pa
     assert fid.resolve_weights_path(arg_file) == arg_file
     # an unreadable file: a clear error, not a pickle traceback
     with pytest.raises(fid.FIDWeightsMissing, match="could not be read"):
-        fid.load_inception(arg_file)
+        fid.load_inception(arg_file, allow_nonstandard=True)
 
 
 # ---------------------------------------------------------------------------- statistics cache
@@ -255,9 +264,12 @@ def test_reference_statistics_are_cached_and_corrupt_files_recomputed(tmp_path):
         return images
 
     kwargs = dict(dataset="toy", split="test", resolution=32, count=5, cache_dir=tmp_path,
-                  model=model)
+                  model=model, source="toy-files-v1")
+    with pytest.raises(ValueError, match="source is needed"):
+        fid.reference_statistics(load, **{**kwargs, "source": None})
     first = fid.reference_statistics(load, **kwargs)
-    path = tmp_path / fid.stats_cache_key("toy", "test", 32, 5, network="fake")
+    path = tmp_path / fid.stats_cache_key("toy", "test", 32, 5, network="fake",
+                                          images_id="toy-files-v1")
     assert path.is_file() and len(calls) == 1 and first.count == 5
     direct = fid.image_statistics(images[:5], model=model)  # the first `count` images
     np.testing.assert_array_equal(first.sigma, direct.sigma)
@@ -283,6 +295,12 @@ def test_reference_statistics_are_cached_and_corrupt_files_recomputed(tmp_path):
     assert len(calls) == 4 and len(list(tmp_path.glob("*.npz"))) == 2
     assert fid.reference_statistics(images, **{**kwargs, "count": None}).count == 6
     assert len(calls) == 4
+    # Other images under the same name get their own statistics (the key hashes tensors).
+    other = make_images(6, seed=5)[1]
+    mine = fid.reference_statistics(images, **{**kwargs, "count": None})
+    theirs = fid.reference_statistics(other, **{**kwargs, "count": None})
+    assert not np.array_equal(mine.mu, theirs.mu)
+    np.testing.assert_array_equal(theirs.mu, fid.image_statistics(other, model=model).mu)
     with pytest.raises(ValueError, match="count is needed"):
         fid.reference_statistics(load, **{**kwargs, "count": None})
     with pytest.raises(ValueError, match="resolution"):
@@ -293,7 +311,8 @@ def test_reference_statistics_are_cached_and_corrupt_files_recomputed(tmp_path):
 
 def test_cache_keys_name_every_ingredient():
     key = fid.stats_cache_key("CelebA", "test", 64, 10000)
-    assert key == "celeba-test-64px-n10000-inception-2015-12-05.npz"
+    assert key == "celeba-test-64px-n10000-inception-2015-12-05-any.npz"
+    assert fid.stats_cache_key("celeba", "test", 64, 10000, images_id="ab12") != key
     keys = {fid.stats_cache_key(*args) for args in [("celeba", "test", 64, 10000),
                                                     ("celeba", "valid", 64, 10000),
                                                     ("celeba", "test", 128, 10000),
@@ -326,8 +345,10 @@ def run_cli(argv, capsys):
 
 
 def parse_fid(out: str) -> float:
-    line = next(line for line in out.splitlines() if line.startswith("FID: "))
-    return float(line.split()[1])
+    """The number of the ``FID...: x`` line (random test weights are labelled non-standard)."""
+    line = next(line for line in out.splitlines() if line.startswith("FID"))
+    assert line.startswith("FID: ") or "non-standard weights" in line, line
+    return float(line.split()[-1])
 
 
 def small_stats(tmp_path, seed):
@@ -409,3 +430,22 @@ def test_cli_runs_as_a_module(tmp_path):
         capture_output=True, text=True, env=env, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     assert parse_fid(proc.stdout) == frechet_distance(a.mu, a.sigma, b.mu, b.sigma)
+
+
+def test_few_images_warn_that_the_covariance_is_rank_deficient():
+    rng = np.random.default_rng(0)
+    with pytest.warns(fid.RankDeficientWarning, match="rank at most 9"):
+        fid.FIDStatistics.from_features(rng.standard_normal((10, 2048)))
+
+
+def test_download_verifies_the_hash(monkeypatch, tmp_path):
+    seen = {}
+
+    def fake_download(url, dst, hash_prefix=None, progress=True):
+        seen.update(url=url, hash_prefix=hash_prefix)
+        raise RuntimeError(f'invalid hash value (expected "{hash_prefix}", got "00000000")')
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    with pytest.raises(RuntimeError, match="invalid hash"):
+        fid.download_inception_weights(tmp_path / "w.pth")
+    assert seen == {"url": fid.WEIGHTS_URL, "hash_prefix": "6726825d"}

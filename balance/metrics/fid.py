@@ -68,6 +68,48 @@ class FIDWeightsMissing(RuntimeError):
     """The Inception weights file is absent or unreadable; the message says where to put it."""
 
 
+class FIDWeightsInvalid(FIDWeightsMissing):
+    """A weights file whose SHA-256 does not start with the hash in the official file name."""
+
+
+#: The first hex digits of the official file's SHA-256, as its name carries them.
+WEIGHTS_HASH_PREFIX = WEIGHTS_FILENAME.rsplit("-", 1)[1].split(".")[0]
+#: Set to 1 to accept weights other than the official ones (FIDs are then labelled so).
+NONSTANDARD_ENV = "BALANCE_FID_NONSTANDARD"
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_weights(path: str | os.PathLike[str], *, allow_nonstandard: bool | None = None) -> str:
+    """The network tag of a weights file: :data:`PRETRAINED_TAG` when its SHA-256 starts with
+    :data:`WEIGHTS_HASH_PREFIX` (the official pytorch-fid file), else ``nonstandard-<hash>``
+    when non-standard weights are allowed (``allow_nonstandard``, default
+    ``$BALANCE_FID_NONSTANDARD=1``); otherwise :class:`FIDWeightsInvalid`."""
+    digest = file_sha256(path)
+    if digest.startswith(WEIGHTS_HASH_PREFIX):
+        return PRETRAINED_TAG
+    if allow_nonstandard is None:
+        allow_nonstandard = os.environ.get(NONSTANDARD_ENV, "") == "1"
+    if allow_nonstandard:
+        logger.warning("using non-standard Inception weights %s (sha256 %s...): these FIDs "
+                       "are not comparable with published ones", path, digest[:8])
+        return f"nonstandard-{digest[:8]}"
+    raise FIDWeightsInvalid(
+        f"{path}: sha256 {digest[:8]}... is not the {WEIGHTS_HASH_PREFIX}... of pytorch-fid's "
+        f"official weights, so FIDs from it would not be FIDs. Replace it by a fresh copy of "
+        f"{WEIGHTS_URL} (balance-fid --download), or accept other weights with "
+        f"balance-fid --allow-nonstandard-weights or {NONSTANDARD_ENV}=1 (their FIDs are "
+        "labelled non-standard).")
+
+
 # --------------------------------------------------------------------------------------------
 # Weights and network
 # --------------------------------------------------------------------------------------------
@@ -123,7 +165,9 @@ def download_inception_weights(dest: str | os.PathLike[str] | None = None) -> Pa
     request (``balance-fid --download``); the rest of this module never touches the network."""
     path = Path(dest).expanduser() if dest is not None else default_weights_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.hub.download_url_to_file(WEIGHTS_URL, str(path), progress=True)
+    # torch verifies the SHA-256 prefix before moving the file into place
+    torch.hub.download_url_to_file(WEIGHTS_URL, str(path), hash_prefix=WEIGHTS_HASH_PREFIX,
+                                   progress=True)
     return path
 
 
@@ -213,6 +257,7 @@ def _cached_inception(key: tuple[Any, ...], device: str) -> InceptionV3:
             device
         )
     path = Path(key[1])
+    tag = check_weights(path, allow_nonstandard=key[4])
     try:
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a truncated/corrupt file raises many kinds of errors
@@ -221,7 +266,7 @@ def _cached_inception(key: tuple[Any, ...], device: str) -> InceptionV3:
             f"copy of {WEIGHTS_URL}"
         ) from err
     try:
-        model = build_inception(state_dict, PRETRAINED_TAG)
+        model = build_inception(state_dict, tag)
     except (RuntimeError, KeyError, TypeError) as err:
         raise FIDWeightsMissing(
             f"{path} is not pytorch-fid's Inception state dict ({err}); expected {WEIGHTS_URL}"
@@ -234,6 +279,7 @@ def load_inception(
     *,
     device: str | torch.device = "cpu",
     random_init_seed: int | None = None,
+    allow_nonstandard: bool | None = None,
 ) -> InceptionV3:
     """pytorch-fid's FID Inception network (pool3, eval mode) on ``device``, cached per file.
 
@@ -242,17 +288,23 @@ def load_inception(
         device: where the network runs.
         random_init_seed: build the network with :func:`random_inception_state_dict` instead of
             the pretrained weights (pipeline checks without the weights file; not an FID).
+        allow_nonstandard: accept a weights file that is not the official one
+            (:func:`check_weights`; its network tag then says so).
 
     Raises:
         FIDWeightsMissing: no weights file (message: where to put it, where it comes from), or an
             unreadable one. Never downloads.
+        FIDWeightsInvalid: a file other than the official weights (checked by SHA-256).
     """
     device = str(torch.device(device))
     if random_init_seed is not None:
         return _cached_inception(("random", int(random_init_seed)), device)
     path = resolve_weights_path(weights).resolve()
     stat = path.stat()
-    return _cached_inception(("file", str(path), stat.st_size, stat.st_mtime_ns), device)
+    if allow_nonstandard is None:
+        allow_nonstandard = os.environ.get(NONSTANDARD_ENV, "") == "1"
+    return _cached_inception(("file", str(path), stat.st_size, stat.st_mtime_ns,
+                              bool(allow_nonstandard)), device)
 
 
 # --------------------------------------------------------------------------------------------
@@ -287,6 +339,13 @@ def _prepare(batch: Tensor, quantize: bool) -> Tensor:
     if batch.shape[1] == 1:
         batch = batch.expand(-1, 3, -1, -1)
     return batch
+
+
+def _quantized(images: Tensor) -> Tensor:
+    """The uint8 images the network sees (for cache keys: equal images, equal key)."""
+    if images.dtype == torch.uint8:
+        return images
+    return torch.round(images.float().clamp(0, 1) * 255).to(torch.uint8)
 
 
 def _batches(images: ImageSource, batch_size: int) -> tuple[Iterable[Tensor], int | None]:
@@ -356,6 +415,10 @@ def inception_features(
     return np.concatenate(chunks, axis=0)
 
 
+class RankDeficientWarning(UserWarning):
+    """FID statistics from fewer images than feature dimensions."""
+
+
 @dataclass(frozen=True, eq=False)
 class FIDStatistics:
     """Mean ``mu [d]`` and covariance ``sigma [d, d]`` (float64, ``np.cov`` with N - 1) of
@@ -373,6 +436,14 @@ class FIDStatistics:
         act = np.asarray(features, dtype=np.float64)
         if act.ndim != 2 or act.shape[0] < 2:
             raise ValueError(f"need features [N >= 2, d], got shape {act.shape}")
+        if act.shape[0] < act.shape[1]:
+            import warnings
+
+            warnings.warn(
+                f"FID statistics of {act.shape[0]} images in {act.shape[1]} dimensions: the "
+                f"covariance has rank at most {act.shape[0] - 1}, and the FID is biased "
+                f"(use at least {act.shape[1]} images, 10,000 for published numbers)",
+                RankDeficientWarning, stacklevel=2)
         return cls(mu=np.mean(act, axis=0), sigma=np.cov(act, rowvar=False), count=act.shape[0])
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -439,15 +510,17 @@ def _slug(value: object) -> str:
 
 
 def stats_cache_key(
-    dataset: str, split: str, resolution: int, count: int, *, network: str = PRETRAINED_TAG
+    dataset: str, split: str, resolution: int, count: int, *, network: str = PRETRAINED_TAG,
+    images_id: str = "any",
 ) -> str:
     """File name of cached reference statistics, e.g.
-    ``celeba-test-64px-n10000-inception-2015-12-05.npz``. The network tag keeps statistics of
-    the random-weight test network apart from real ones."""
+    ``celeba-test-64px-n10000-inception-2015-12-05-3f2a....npz``. The network tag keeps
+    statistics of other networks apart; ``images_id`` (a hash of the images, or of their
+    source) keeps another image set with the same name from getting these statistics."""
     if int(count) < 2:
         raise ValueError(f"count must be >= 2, got {count}")
     return (f"{_slug(dataset)}-{_slug(split)}-{int(resolution)}px-n{int(count)}-"
-            f"{_slug(network)}.npz")
+            f"{_slug(network)}-{_slug(images_id)}.npz")
 
 
 def reference_statistics(
@@ -463,8 +536,13 @@ def reference_statistics(
     batch_size: int = 50,
     device: str | torch.device | None = None,
     progress: bool = False,
+    source: str | None = None,
 ) -> FIDStatistics:
     """FID statistics of a reference set, cached to ``cache_dir/stats_cache_key(...)``.
+
+    The key names the images: a hash of the (first ``count``, 8-bit quantised) images when
+    they are given as a tensor, else ``source``, which a callable needs (a fingerprint of where
+    the images come from, e.g. a hash of their file names and sizes).
 
     A cache hit costs one file read: ``images`` may be a zero-argument callable (e.g.
     ``lambda: load_celeba("test", 64)``) that is called only on a miss. The first ``count``
@@ -485,8 +563,18 @@ def reference_statistics(
         if callable(images):
             raise ValueError("count is needed when images is a callable (it is part of the key)")
         count = len(images)
+    if callable(images):
+        if source is None:
+            raise ValueError("source is needed when images is a callable: a fingerprint of the "
+                             "images (e.g. a hash of their files), part of the cache key")
+        images_id = _slug(source)[:40]
+    else:
+        from balance.fingerprint import tensor_digest
+
+        images_id = tensor_digest(_quantized(torch.as_tensor(images[:count])))
     folder = Path(cache_dir).expanduser() if cache_dir is not None else default_stats_cache_dir()
-    path = folder / stats_cache_key(dataset, split, resolution, count, network=network)
+    path = folder / stats_cache_key(dataset, split, resolution, count, network=network,
+                                    images_id=images_id)
     if path.is_file():
         try:
             stats = FIDStatistics.load(path)

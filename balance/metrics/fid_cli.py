@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--download", action="store_true",
                         help="download the weights (to --weights PATH, else the torch hub cache)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--allow-nonstandard-weights", action="store_true",
+                        help="accept a weights file other than the official one (checked by "
+                        "SHA-256); the FID printed is then labelled non-standard")
     # Pipeline checks without the weights: the same network with seeded random weights.
     # The number printed is then not an FID.
     parser.add_argument("--random-init-seed", type=int, default=None, help=argparse.SUPPRESS)
@@ -110,7 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError(f"{path}: need at least 2 images, found {len(files)}")
         if model is None:
             model = fid.load_inception(args.weights, device=device,
-                                       random_init_seed=args.random_init_seed)
+                                       random_init_seed=args.random_init_seed,
+                                       allow_nonstandard=args.allow_nonstandard_weights or None)
         return fid.image_statistics(FolderBatches(files, args.batch_size), model=model,
                                     device=device, progress=not args.no_progress)
 
@@ -131,7 +135,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (fid.FIDWeightsMissing, FileNotFoundError, FileExistsError, ValueError) as err:
         print(f"balance-fid: error: {err}", file=sys.stderr)
         return 2
-    print(f"FID: {value!r}")
+    tag = getattr(model, "fid_network_tag", fid.PRETRAINED_TAG) if model else fid.PRETRAINED_TAG
+    label = "" if tag == fid.PRETRAINED_TAG else f" (non-standard weights: {tag})"
+    print(f"FID{label}: {value!r}")
     return 0
 
 
