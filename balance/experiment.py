@@ -285,14 +285,32 @@ def run_script(script: ModuleType, argv: Sequence[str]) -> None:
     """:func:`cli` with user-fixable problems as ``error: ...`` and exit status 2."""
     from balance.data.errors import DataError
     from balance.metrics.fid import FIDWeightsMissing
-    from balance.runs import CheckpointError, ConfigMismatchError, RunLockedError
+    from balance.runs import (
+        CheckpointError,
+        ConfigMismatchError,
+        CorruptFileError,
+        RunLockedError,
+        UsageError,
+    )
     from balance.train import NonFiniteLossError
 
     try:
         cli(script, argv)
     except (DataError, FIDWeightsMissing, CheckpointError, ConfigMismatchError,
-            NonFiniteLossError, OverrideError, RunLockedError) as err:
+            NonFiniteLossError, OverrideError, RunLockedError, UsageError,
+            CorruptFileError) as err:
         print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as err:
+        import errno
+
+        if err.errno not in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT,
+                             errno.EPERM):
+            raise
+        where = f" {err.filename}" if err.filename else ""
+        print(f"error: cannot write{where}: {err.strerror}. Free some disk space, or pass a "
+              "writable --run-dir (the last checkpoint is kept; the same command resumes)",
+              file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("\ninterrupted: run the same command again to resume from the last checkpoint",

@@ -55,6 +55,15 @@ class ConfigMismatchError(ValueError):
     """A run folder (or its checkpoint) was started with a different configuration."""
 
 
+class UsageError(ValueError):
+    """A setting this machine or this package cannot honour (a device it does not have, a
+    thread count below 1); the message says what to use instead."""
+
+
+class CorruptFileError(ValueError):
+    """A saved file of a run (JSON) cannot be parsed; the message names it."""
+
+
 class RunLockedError(RuntimeError):
     """Another process holds the run folder (the message names its PID and host)."""
 
@@ -131,8 +140,8 @@ def pick_device(name: str | torch.device = "auto") -> torch.device:
     """The training device: ``"auto"`` gives CUDA when available, else the CPU.
 
     An explicitly requested device that this machine does not have (``"cuda"`` without a GPU,
-    ``"cuda:3"`` on a 1-GPU machine, ``"mps"`` off Apple silicon) raises ``RuntimeError`` saying so,
-    instead of failing later inside the first kernel.
+    ``"cuda:3"`` on a 1-GPU machine, ``"mps"`` off Apple silicon) raises :class:`UsageError`
+    saying so, instead of failing later inside the first kernel.
     """
     if isinstance(name, torch.device):
         device = name
@@ -143,27 +152,27 @@ def pick_device(name: str | torch.device = "auto") -> torch.device:
         try:
             device = torch.device(text)
         except RuntimeError as exc:
-            raise ValueError(
+            raise UsageError(
                 f"unknown device {name!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'"
             ) from exc
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError(
+            raise UsageError(
                 f"device {str(device)!r} was requested but CUDA is not available on this machine "
                 f"(torch {torch.__version__}, built for CUDA {torch.version.cuda}); "
-                "use device='auto' or 'cpu'"
+                "use --device auto or --device cpu (device='auto' or 'cpu' in Python)"
             )
         count = torch.cuda.device_count()
         if device.index is not None and device.index >= count:
-            raise RuntimeError(
+            raise UsageError(
                 f"device {str(device)!r} was requested but this machine has {count} CUDA "
                 f"device(s) (indices 0..{count - 1})"
             )
     elif device.type == "mps":
         if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-            raise RuntimeError(f"device {str(device)!r} was requested but MPS is not available")
+            raise UsageError(f"device {str(device)!r} was requested but MPS is not available")
     elif device.type != "cpu":
-        raise ValueError(f"unsupported device {str(device)!r}: use 'auto', 'cpu', 'cuda' or 'mps'")
+        raise UsageError(f"unsupported device {str(device)!r}: use 'auto', 'cpu', 'cuda' or 'mps'")
     return device
 
 
@@ -283,7 +292,7 @@ def read_json(path: str | os.PathLike) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValueError(
+        raise CorruptFileError(
             f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); "
             "the file is corrupt or was written by another program: fix or delete it"
         ) from exc
@@ -309,7 +318,8 @@ def read_jsonl(path: str | os.PathLike) -> list[Any]:
         except json.JSONDecodeError as exc:
             if number == len(lines):
                 break  # a write interrupted mid-line
-            raise ValueError(f"{path}, line {number}: invalid JSON ({exc.msg})") from exc
+            raise CorruptFileError(f"{path}, line {number}: invalid JSON ({exc.msg}); fix or "
+                                   "delete the file") from exc
     return records
 
 
@@ -536,15 +546,16 @@ def prepare_run(
             saved = read_json(config_path)
         except ValueError as exc:
             raise ConfigMismatchError(
-                f"{exc}; pass overwrite=True to replace it or delete {run_dir} to start over"
+                f"{exc}; delete {run_dir} to start over, or pass another --run-dir (in Python: "
+                "run_dir, or overwrite=True to replace the config)"
             ) from exc
         diffs = _differences(saved, new_config)
         if diffs:
             listed = "\n  ".join(diffs)
             raise ConfigMismatchError(
                 f"run folder {run_dir} was started with a different config:\n  {listed}\n"
-                "Use another run folder, delete this one to start over, or pass "
-                "overwrite=True to keep its files and record the new config."
+                "Pass another --run-dir (run_dir in Python), delete this folder to start over, "
+                "or, in Python, overwrite=True to keep its files and record the new config."
             )
         if not writable:  # a finished run read from a read-only folder: nothing to record
             return run_dir
@@ -656,6 +667,17 @@ def run_identity(config: Any, *, drop: tuple[str, ...] = ()) -> dict:
     return identity
 
 
+def _epoch_seconds(metrics: Path) -> float:
+    """Training and evaluation seconds of the epochs in a run's metrics.jsonl (0 if none)."""
+    if not metrics.is_file():
+        return 0.0
+    try:
+        return float(sum(r.get("time_s", 0.0) + r.get("eval_time_s", 0.0)
+                         for r in read_jsonl(metrics)))
+    except (ValueError, TypeError, AttributeError):
+        return 0.0
+
+
 class Stage:
     """One step of an experiment in its own folder: skip it when finished, time it, save it.
 
@@ -679,14 +701,17 @@ class Stage:
         self._start = time.perf_counter()
         path = self.folder / RESULTS_FILE
         self.done: dict | None = read_json(path) if path.is_file() else None
+        self._earlier = 0.0
         if self.done is None and identity is not None:
             prepare_run(self.folder, identity, device=device)
+            self._earlier = _epoch_seconds(self.folder / "metrics.jsonl")
 
     def elapsed(self) -> float:
-        """Seconds since the stage was opened."""
+        """Seconds of this stage: since it was opened, plus the epochs that earlier,
+        interrupted invocations completed (their other time is not recorded anywhere)."""
         import time
 
-        return time.perf_counter() - self._start
+        return self._earlier + time.perf_counter() - self._start
 
     def save(self, results: Mapping[str, Any]) -> dict:
         """Write ``results`` (plus ``wall_time_s`` unless given) as the stage's results.json."""

@@ -21,7 +21,10 @@ def limit_threads(threads: int | None) -> Iterator[None]:
         yield
         return
     if threads < 1:
-        raise ValueError(f"threads must be >= 1 or None, got {threads}")
+        from balance.runs import UsageError
+
+        raise UsageError(f"threads must be >= 1 (or None: no cap), got {threads}; pass "
+                         "--threads 1 or more")
     from threadpoolctl import threadpool_limits
 
     previous = torch.get_num_threads()

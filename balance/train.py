@@ -327,8 +327,21 @@ def _bad_samples(tensors: tuple[torch.Tensor, ...], index: torch.Tensor) -> str:
             shown = samples[:10] + (["..."] if len(samples) > 10 else [])
             notes.append(f"data tensor {i} holds NaN/inf in sample(s) {shown} of this batch")
     if not notes:
-        return ""
+        return _range_note(tensors[0])
     return "The data themselves are not finite: " + "; ".join(notes) + ". Clean the data."
+
+
+def _range_note(x: torch.Tensor) -> str:
+    """A hint when the (finite) data lie far outside [0, 1], the range of image models: a
+    forgotten division by 255 looks like a diverging learning rate otherwise."""
+    if not x.is_floating_point():
+        return ""
+    lo, hi = float(x.min()), float(x.max())
+    if hi > 2.0 or lo < -2.0:
+        return (f"The data lie in [{lo:.4g}, {hi:.4g}]: images in [0, 255] need dividing by "
+                "255 (the package's image models expect [0, 1]); otherwise: a learning rate "
+                "too high, a variance collapsing to 0, or the log of 0.")
+    return ""
 
 
 class _StepLog:

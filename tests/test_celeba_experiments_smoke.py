@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from balance.data.errors import DataError
 from balance.experiment import cli
 from balance.pipelines.vae_plus import MODELS
 from balance.reporting import NA_FID
@@ -121,7 +122,7 @@ def test_celeba_fid_ndb_smoke_and_figure(data_root, tmp_path):
 def test_paper_preset_refuses_the_sample(module, data_root, tmp_path):
     # The paper presets need full CelebA; the 6,000-image sample is refused before any decoding.
     config = _with_root(module.preset("paper"), data_root)
-    with pytest.raises(ValueError, match="full img_align_celeba"):
+    with pytest.raises(DataError, match="full img_align_celeba"):
         module.main(config, tmp_path / "paper", progress=False)
 
 

@@ -18,6 +18,28 @@ from balance.data.celeba import celeba_ids, load_celeba, read_partition
 HALF = "img_align_celeba_89x109"
 
 
+@pytest.fixture(autouse=True)
+def _custom_splits(monkeypatch):
+    """These tests write their own small partition files (the md5 check has its own test)."""
+    monkeypatch.setenv("BALANCE_CELEBA_CUSTOM_PARTITION", "1")
+
+
+def test_only_the_official_partition_list_is_read_by_default(shared_data_root, tmp_path,
+                                                             monkeypatch):
+    monkeypatch.delenv("BALANCE_CELEBA_CUSTOM_PARTITION")
+    official = shared_data_root / "celeba" / "list_eval_partition.txt"
+    assert len(read_partition(official)) == 202_599
+    lf = tmp_path / "lf.txt"  # the same lines with LF ends: the same file
+    lf.write_bytes(official.read_bytes().replace(b"\r\n", b"\n"))
+    assert read_partition(lf) == read_partition(official)
+    edited = tmp_path / "edited.txt"
+    edited.write_bytes(official.read_bytes().replace(b"000001.jpg 0", b"000001.jpg 2", 1))
+    with pytest.raises(DataError, match=r"not the official.*BALANCE_CELEBA_CUSTOM_PARTITION=1"):
+        read_partition(edited)
+    monkeypatch.setenv("BALANCE_CELEBA_CUSTOM_PARTITION", "1")
+    assert read_partition(edited)["000001.jpg"] == 2
+
+
 # --------------------------------------------------------------------------- real data
 def test_real_split_sizes(shared_data_root):
     # Counts of the shared sample by official partition (shared/data/PROVENANCE.md).

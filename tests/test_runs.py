@@ -20,6 +20,7 @@ from balance import runs
 from balance.runs import (
     CheckpointError,
     ConfigMismatchError,
+    UsageError,
     config_from_dict,
     config_to_dict,
     is_complete,
@@ -83,14 +84,14 @@ def test_pick_device_auto_and_explicit(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert pick_device() == torch.device("cpu")
     assert pick_device("cpu") == torch.device("cpu")
-    with pytest.raises(RuntimeError, match="CUDA is not available"):
+    with pytest.raises(UsageError, match="CUDA is not available"):
         pick_device("cuda")
     with pytest.raises(ValueError, match="unknown device"):
         pick_device("gpu-please")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     assert pick_device("auto") == torch.device("cuda")
-    with pytest.raises(RuntimeError, match="1 CUDA device"):
+    with pytest.raises(UsageError, match="1 CUDA device"):
         pick_device("cuda:2")
 
 

@@ -17,7 +17,9 @@ A folder may hold only some of the ids (the project's shared copy is a non-conti
 the loader takes the ids of the requested split that are present, in id order. Decoding
 thousands of JPEGs takes seconds, so the decoded uint8 array is cached as ``.npy`` (see
 :func:`balance.data.root.resolve_cache_dir`), keyed by the folder, split, resolution, limit and
-a fingerprint of the selected files (names and sizes); a corrupt cache file is rebuilt.
+a fingerprint of the selected files (names, sizes and modification times: a replaced image
+gets a new cache); a corrupt cache file is rebuilt. The partition list must be the official
+file (its md5 is checked) unless ``$BALANCE_CELEBA_CUSTOM_PARTITION=1``.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ REFERENCE_WIDTH = 178
 DEFAULT_FOLDER = "img_align_celeba"
 PARTITION_FILE = "list_eval_partition.txt"
 PARTITION_MD5 = "d32c9cbf5e040fd4025c592c306e6668"  # official file (CRLF), torchvision's md5
+#: Set to 1 to read a partition file other than the official one (a custom split).
+CUSTOM_PARTITION_ENV = "BALANCE_CELEBA_CUSTOM_PARTITION"
 #: Bump when the preprocessing changes, so stale caches are not reused.
 _CACHE_VERSION = "celeba-v1"
 _LOG = logging.getLogger(__name__)
@@ -81,6 +85,13 @@ def read_partition(path: PathLike) -> dict[str, int]:
         ) from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"cannot read {path}: {exc}; replace it with the official file.") from exc
+    official = "\r\n".join(text.splitlines()) + "\r\n"  # the official file has CRLF ends
+    digest = hashlib.md5(official.encode("ascii")).hexdigest()
+    if digest != PARTITION_MD5 and os.environ.get(CUSTOM_PARTITION_ENV, "") != "1":
+        raise DataError(
+            f"{path} is not the official {PARTITION_FILE} (md5 {digest}, official "
+            f"{PARTITION_MD5}): replace it with the official file, or set "
+            f"{CUSTOM_PARTITION_ENV}=1 to use your own split on purpose.")
     partition: dict[str, int] = {}
     for number, line in enumerate(text.splitlines(), start=1):
         fields = line.split()
@@ -187,10 +198,11 @@ def _fingerprint(image_dir: Path, names: list[str], split: str, resolution: int,
     digest.update(header.encode())
     for name in names:
         try:
-            size = (image_dir / name).stat().st_size
+            stat = (image_dir / name).stat()
+            size, mtime = stat.st_size, stat.st_mtime_ns
         except OSError:
-            size = -1
-        digest.update(f"{name}\t{size}\n".encode())
+            size, mtime = -1, -1
+        digest.update(f"{name}\t{size}\t{mtime}\n".encode())
     return digest.hexdigest()
 
 

@@ -24,6 +24,7 @@ import torch
 
 from ._download import copy_stream_atomic, downloads_enabled, fetch, md5_file
 from .errors import DataError
+from .mnist import NOVERIFY_ENV
 from .root import DATA_ENV, resolve_data_root
 
 __all__ = ["CIFAR10_FILES", "CIFAR10_MD5", "cifar10_folder", "load_cifar10"]
@@ -172,7 +173,7 @@ def load_cifar10(
     root: PathLike | None = None,
     download: bool | None = None,
     *,
-    verify: bool = True,
+    verify: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Load a CIFAR-10 split.
 
@@ -195,6 +196,8 @@ def load_cifar10(
     if split not in CIFAR10_FILES:
         raise ValueError(f"split must be one of {sorted(CIFAR10_FILES)}, got {split!r}")
     names = CIFAR10_FILES[split]
+    if verify is None:
+        verify = os.environ.get(NOVERIFY_ENV, "") != "1"
     folder = cifar10_folder(root)
     missing = [name for name in names if not (folder / name).is_file()]
     if missing:
@@ -227,8 +230,8 @@ def load_cifar10(
             if got != CIFAR10_MD5[name]:
                 raise DataError(
                     f"{path} has md5 {got}, expected {CIFAR10_MD5[name]}: the file is truncated "
-                    f"or corrupt. Delete {folder} and load again to download the batches, or pass "
-                    f"verify=False for deliberately different files."
+                    f"or corrupt. Delete {folder} and run again to download the batches, or set "
+                    f"{NOVERIFY_ENV}=1 (verify=False in Python) for deliberately different files."
                 )
         data, label = _read_batch(path)
         images.append(data)

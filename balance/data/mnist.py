@@ -23,6 +23,9 @@ from ._download import downloads_enabled, fetch, md5_file
 from .errors import DataError
 from .root import DATA_ENV, resolve_data_root
 
+#: Set to 1 to skip the md5 and size checks of the data files (deliberately different files).
+NOVERIFY_ENV = "BALANCE_DATA_NOVERIFY"
+
 MNIST_FILES: dict[str, tuple[str, str]] = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
@@ -124,8 +127,9 @@ def _ensure_files(
             continue
         raise DataError(
             f"{folder / name} has md5 {got}, expected {MNIST_MD5[name]}: the file is truncated "
-            f"or corrupt. Delete it and load again (it is downloaded when missing), pass "
-            f"download=True to replace it, or pass verify=False for a deliberately different file."
+            f"or corrupt. Delete it and run again (it is downloaded when missing; download=True "
+            f"in Python), or set {NOVERIFY_ENV}=1 (verify=False in Python) to use a deliberately "
+            "different file."
         )
 
 
@@ -134,7 +138,7 @@ def load_mnist(
     root: str | os.PathLike[str] | None = None,
     download: bool | None = None,
     *,
-    verify: bool = True,
+    verify: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Load an official MNIST split as continuous pixels.
 
@@ -159,6 +163,8 @@ def load_mnist(
         raise ValueError(f"split must be one of {sorted(MNIST_FILES)}, got {split!r}")
     folder = mnist_folder(root)
     image_name, label_name = MNIST_FILES[split]
+    if verify is None:
+        verify = os.environ.get(NOVERIFY_ENV, "") != "1"
     _ensure_files(folder, (image_name, label_name), download, verify)
 
     images = _read_idx(folder / image_name, ndim=3)

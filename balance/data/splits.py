@@ -79,7 +79,9 @@ def load_celeba_train_eval(data: CelebAData, resolution: int, *, train_limit: in
     limit = train_limit if train_limit is not None else data.train_limit
     present = len(celeba_ids("train", root=data.root, folder=data.folder, limit=limit))
     if present < data.min_train_images:  # checked before decoding anything
-        raise ValueError(
+        from balance.data.errors import DataError
+
+        raise DataError(
             f"this preset needs at least {data.min_train_images} CelebA training images but "
             f"the data root holds {present}: put the full img_align_celeba/ (202,599 "
             "images) and list_eval_partition.txt under <root>/celeba/ and pass --data-root "

@@ -46,8 +46,12 @@ class FolderBatches:
         for start in range(0, len(self.files), self.batch_size):
             arrays = []
             for path in self.files[start:start + self.batch_size]:
-                with Image.open(path) as img:
-                    arrays.append(np.asarray(img.convert("RGB")))
+                try:
+                    with Image.open(path) as img:
+                        arrays.append(np.asarray(img.convert("RGB")))
+                except (OSError, SyntaxError) as err:  # PIL: truncated, corrupt, not an image
+                    raise ValueError(f"cannot read the image {path} ({err}): replace or "
+                                     "remove it") from err
             shapes = {a.shape for a in arrays}
             if len(shapes) > 1:
                 raise ValueError(f"images of different sizes in one batch: {sorted(shapes)}; "

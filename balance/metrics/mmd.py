@@ -25,7 +25,8 @@ def mmd_to_standard_normal(
 
     ``MMD_u^2(q, N(0, I))`` of :func:`balance.kernels.mmd_unbiased` with ``kernel`` (default: the
     multi-scale IMQ kernel of WAE, ``C_s = 2 k s``). The prior draws come from ``generator``
-    (``n_prior`` defaults to n), in z's dtype, moved to z's device. Unitless; an unbiased
+    (``n_prior`` defaults to n), in z's dtype (float32 at least: half-precision codes are
+    upcast), moved to z's device. Unitless; an unbiased
     estimate, so it can be slightly negative when q(z) = N(0, I). No gradient is kept.
     """
     if z.dim() != 2:
@@ -36,6 +37,8 @@ def mmd_to_standard_normal(
         raise ValueError(f"z must be floating point, got {z.dtype}")
     if not torch.isfinite(z).all():
         raise ValueError("z contains non-finite values")
+    if torch.finfo(z.dtype).bits < 32:  # half precision overflows the kernel sums: upcast
+        z = z.float()
     prior = torch.randn(n_prior, k, generator=generator, dtype=z.dtype, device=generator.device)
     with torch.no_grad():
         value = mmd_unbiased(z.detach(), prior.to(z.device), kernel, block_size=block_size)

@@ -287,6 +287,18 @@ def autoencoder_terms(
     return AETerms(rec=rec, latent=latent, decoder=dec, beta=beta, lam=lam)
 
 
+def _check_unit_range(model: nn.Module, x: Tensor, config: AEObjectiveConfig) -> None:
+    output = getattr(getattr(getattr(model, "decoder", None), "config", None), "output", None)
+    if output != "sigmoid" and config.reconstruction != "bce":
+        return
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0.0 or hi > 1.0:
+        raise ValueError(
+            f"the data lie in [{lo:.4g}, {hi:.4g}], but this model's decoder ends in a sigmoid "
+            f"(or the loss is BCE) and so reaches only [0, 1]: rescale the images to [0, 1] "
+            "(e.g. divide uint8 values by 255)")
+
+
 def make_loss_fn(
     config: AEObjectiveConfig, *, generator: torch.Generator | None = None
 ) -> Callable[[nn.Module, object], tuple[Tensor, dict]]:
@@ -303,6 +315,9 @@ def make_loss_fn(
 
     def loss_fn(model: nn.Module, batch) -> tuple[Tensor, dict]:
         x = batch[0] if isinstance(batch, tuple | list) else batch
+        if "range" not in checked:  # once: a sigmoid decoder or BCE needs data in [0, 1]
+            _check_unit_range(model, x, config)
+            checked["range"] = True
         if config.kind == "rae_sn" and "sn" not in checked:
             from balance.models.autoencoder import has_spectral_norm
 
