@@ -69,8 +69,14 @@ class ImageScorer:
             return float(mmd_unbiased(a, b, imq_kernel))
 
     def score(self, images: Tensor) -> dict[str, Any]:
-        """``{"fid", "ndb", "ndb_over_k", "js", "mmd_x"}``."""
-        return {"fid": self.fid(images), **self.ndb(images), "mmd_x": self.mmd(images)}
+        """``{"fid", "ndb", "ndb_over_k", "js", "mmd_x"}``, and ``fid_network`` (the
+        Inception weights' tag: ``inception-2015-12-05`` for the official ones) with an FID."""
+        out = {"fid": self.fid(images), **self.ndb(images), "mmd_x": self.mmd(images)}
+        if self.fid_available:
+            from balance.metrics.fid import load_inception
+
+            out["fid_network"] = load_inception(device=self.fid_device).fid_network_tag
+        return out
 
 
 def to_uint8(images: Tensor) -> np.ndarray:
@@ -144,6 +150,11 @@ class FIDScorer:
         self.available = inception_weights_available(weights)
         self.reference = (image_statistics(real, weights=weights, device=device)
                           if self.available else None)
+        self.network = None
+        if self.available:
+            from balance.metrics.fid import load_inception
+
+            self.network = load_inception(weights, device=device).fid_network_tag
 
     def __call__(self, fake: Tensor) -> float | str:
         from balance.metrics.fid import fid_from_images
