@@ -51,13 +51,15 @@ def vae_test_metrics(model: nn.Module, test_x: Tensor, cfg: VAEMetricsConfig) ->
     count, variances = active_units(mu, cfg.au_threshold)
     rec = reconstruction_error(model, test_x, batch_size=cfg.batch_size)
     iwae_x = test_x[: cfg.iwae_limit] if cfg.iwae_limit else test_x
-    generator = torch.Generator().manual_seed(cfg.seed)
-    nll = iwae_nll(model, iwae_x, cfg.iwae_k, generator=generator, batch_size=cfg.iwae_batch)
     device = module_device(model)
+    # The importance-sampling noise is drawn where the model runs (a seeded generator on its
+    # device: the same numbers for the same seed on a given device; on the CPU as before).
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    nll = iwae_nll(model, iwae_x, cfg.iwae_k, generator=generator, batch_size=cfg.iwae_batch)
     neg_elbo, kl, post_var = [], [], []
     for start in range(0, test_x.shape[0], cfg.batch_size):
         xb = test_x[start : start + cfg.batch_size].to(device)
-        out = model(xb, generator=generator if device.type == "cpu" else None)
+        out = model(xb, generator=generator)
         neg_elbo.append(elbo_terms(xb, out).negative_elbo.cpu())
         var = out.logvar_z.exp()
         kl.append((0.5 * (out.mu_z.square() + var - 1 - out.logvar_z)).cpu())
@@ -79,6 +81,7 @@ def vae_test_metrics(model: nn.Module, test_x: Tensor, cfg: VAEMetricsConfig) ->
         "kl_per_dim": torch.cat(kl).double().mean(0).tolist(),
         "posterior_variance_per_dim": torch.cat(post_var).double().mean(0).tolist(),
         "gamma": model.gamma,
+        "device": str(device),
     }
 
 
@@ -117,4 +120,5 @@ def prior_match_metrics(model: nn.Module, x: Tensor, *, batch_size: int = 500,
         "active_units": count,
         "latent_variances": variances.tolist(),
         "kl": float(kl.mean()),
+        "device": str(device),
     }
