@@ -48,7 +48,12 @@ ENTRY = Entry(
             commands=("python experiments/kappa_sweep.py --preset manifold_{preset}",),
             run_dir="runs/kappa_sweep/manifold_{preset}",
             copy=("config.json", "results.json", "table.md"), outputs=_OUTPUTS,
-            out_subdir="manifold")),
+            out_subdir="manifold"),
+     # the full preset: all of MNIST, the paper's kappa grid, on 2 CPU cores (hours)
+     Source("kappa_sweep_full", commands=("python experiments/kappa_sweep.py --preset full",),
+            run_dir="runs/kappa_sweep/full",
+            copy=("config.json", "environment.json", "results.json", "table.md"),
+            outputs=_OUTPUTS, out_subdir="full")),
 )
 ARMS = {"residual": "residual decoder (the paper's)", "residual_affine": "residual + affine skip",
         "affine": "affine skip only", "none": "no skip"}
