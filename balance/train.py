@@ -83,7 +83,8 @@ CHECKPOINT_FORMAT = 1
 # Seconds between host reads of the step-log buffer (progress bar, early non-finite check).
 SYNC_SECONDS = 0.5
 # Config fields that may change when a run is resumed (everything else must match).
-RESUMABLE_FIELDS = frozenset({"epochs", "progress", "device", "checkpoint_every"})
+RESUMABLE_FIELDS = frozenset({"epochs", "progress", "device", "checkpoint_every", "compile",
+                              "tf32"})
 # Keys of each epoch record set by the trainer; log terms may not use them.
 RESERVED_KEYS = frozenset(
     {"epoch", "step", "steps", "samples", "lr", "time_s", "eval_time_s", "loss", "grad_norm"}
@@ -121,6 +122,13 @@ class TrainConfig:
     device: ``"auto"``, ``"cpu"``, ``"cuda"``... progress: tqdm bars. checkpoint_every: epochs
     between checkpoints (the last epoch is always saved). max_steps_per_epoch: cap for smoke runs.
     log_grad_norm: log the gradient's total norm each step (always logged when clipping).
+    compile: ``torch.compile`` each top-level submodule of the model in place (e.g. encoder
+    and decoder; the model's own forward stays eager, so hooks on its intermediate tensors
+    still fire); opt-in: it pays off for small models whose steps are launch- or
+    overhead-bound, mainly on a GPU (``benchmarks/bench_compile.py`` measures it). State keys
+    and checkpoints are unchanged.
+    tf32: allow TensorFloat-32 matrix products on CUDA (Ampere and newer); a process-wide torch
+    setting, left on after training.
     """
 
     epochs: int = 10
@@ -138,6 +146,8 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None
     drop_last: bool = False
     log_grad_norm: bool = False
+    compile: bool = False
+    tf32: bool = False
 
     def __post_init__(self) -> None:
         # Accept lists (e.g. from JSON or argparse) for the tuple fields.
@@ -606,6 +616,13 @@ def train(
         # RNG states, even if the caller rebuilds the model differently.
         checkpoint(0)
     metrics_path = folder.metrics
+    stepped = model
+    if config.compile:  # each top-level submodule in place: state keys and tensor hooks kept
+        for child in list(model.children()) or [model]:
+            child.compile()
+    if config.tf32 and device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     if start_epoch >= config.epochs:
         model.train(was_training)
         return history
@@ -622,7 +639,7 @@ def train(
             for epoch in range(start_epoch, config.epochs):
                 record, global_step = _run_epoch(
                     model, loss_fn, tensors, single, optimizer, params, config, epoch, steps,
-                    weights, global_step, clip, log_grad_norm, n,
+                    weights, global_step, clip, log_grad_norm, n, stepped,
                 )
                 if eval_fn is not None:
                     record.update(_evaluate(model, eval_fn))
@@ -660,8 +677,11 @@ def _run_epoch(
     clip: float | None,
     log_grad_norm: bool,
     n: int,
+    stepped: torch.nn.Module,
 ) -> tuple[dict[str, Any], int]:
-    """One pass over the data; returns the epoch's record and the new global step."""
+    """One pass over the data; returns the epoch's record and the new global step.
+    ``stepped``: the module the loss function is called with (``model``, or its compiled
+    form)."""
     device = tensors[0].device
     batch_size = config.batch_size
     model.train()
@@ -686,7 +706,7 @@ def _run_epoch(
             else:
                 batch = tuple(t.index_select(0, index) for t in tensors)
             optimizer.zero_grad(set_to_none=True)
-            loss, logs = loss_fn(model, batch)
+            loss, logs = loss_fn(stepped, batch)
             if step_log is None:
                 _check_loss(loss, logs)
             loss.backward()
