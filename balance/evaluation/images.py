@@ -23,17 +23,21 @@ __all__ = ["FIDScorer", "ImageScorer", "down_up", "feature_frechet", "image_grid
 
 class ImageScorer:
     """Scores images against ``reference [N, C, H, W]`` (FID, pixel MMD^2) and against NDB
-    bins fitted once, lazily, on ``train [N', C, H, W]`` (``ndb_bins`` bins, ``seed``)."""
+    bins fitted once, lazily, on ``train [N', C, H, W]`` (``ndb_bins`` bins, ``seed``).
+
+    FID features and the pixel MMD run on ``device`` (the device the models train on); the
+    NDB bins are scikit-learn's k-means on the CPU. Every score names its device."""
 
     def __init__(self, train: Tensor, reference: Tensor, *, ndb_bins: int = 20, seed: int = 1234,
-                 fid_device: str | torch.device = "cpu"):
+                 device: str | torch.device = "cpu"):
         from balance.metrics.fid import inception_weights_available
 
         self.reference = reference
         self.train_flat = train.flatten(1)
         self.ndb_bins = int(ndb_bins)
         self.seed = int(seed)
-        self.fid_device = fid_device
+        self.device = torch.device(device)
+        self.fid_device = self.device
         self.fid_available = inception_weights_available()
         self._fid_reference = None
         self._ndb = None
@@ -63,15 +67,17 @@ class ImageScorer:
         """Unbiased MMD^2 between ``images`` and the reference images, pixels as vectors."""
         from balance.kernels import imq_kernel, mmd_unbiased
 
+        dtype = torch.float32 if self.device.type == "mps" else torch.float64  # no fp64 on MPS
         with torch.no_grad():
-            a = images.flatten(1).double()
-            b = self.reference.flatten(1).double()
+            a = images.flatten(1).to(self.device, dtype)
+            b = self.reference.flatten(1).to(self.device, dtype)
             return float(mmd_unbiased(a, b, imq_kernel))
 
     def score(self, images: Tensor) -> dict[str, Any]:
-        """``{"fid", "ndb", "ndb_over_k", "js", "mmd_x"}``, and ``fid_network`` (the
+        """``{"fid", "ndb", "ndb_over_k", "js", "mmd_x", "device"}``, and ``fid_network`` (the
         Inception weights' tag: ``inception-2015-12-05`` for the official ones) with an FID."""
-        out = {"fid": self.fid(images), **self.ndb(images), "mmd_x": self.mmd(images)}
+        out = {"fid": self.fid(images), **self.ndb(images), "mmd_x": self.mmd(images),
+               "device": str(self.device)}
         if self.fid_available:
             from balance.metrics.fid import load_inception
 

@@ -152,9 +152,12 @@ class _Data:
     def scorer(self) -> ImageScorer:
         if self._scorer is None:
             train_x, test_x = self.images()
+            from balance.runs import pick_device
+
             self._scorer = ImageScorer(train_x, test_x[: self.config.eval.n_samples],
                                        ndb_bins=self.config.eval.ndb_bins,
-                                       seed=self.config.eval.seed)
+                                       seed=self.config.eval.seed,
+                                       device=pick_device(self.config.device))
         return self._scorer
 
 

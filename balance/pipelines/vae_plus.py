@@ -317,6 +317,7 @@ def score(c: VAEPlusConfig, ae, train_x: Tensor, eval_x: Tensor, outputs: dict,
             "recon_fid": recon_fid,
             "gen_fid": recon_fid if kind == "downsample" else fid(samples),
             "n_samples": int(samples.shape[0]),
+            "device": str(device),
             **extra.get(kind, {}),
         }
     return per_model
