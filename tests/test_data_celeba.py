@@ -336,3 +336,23 @@ def test_unwritable_cache_still_loads(tiny, tmp_path, caplog):
         x = load_celeba("train", root=tiny, cache_dir=blocker, progress=False)
     assert x.shape == (2, 3, 64, 64)
     assert "cannot cache" in caplog.text
+
+
+def test_a_replaced_image_of_the_same_size_rebuilds_the_cache(tiny, tmp_path):
+    import os
+
+    cache = tmp_path / "cache"
+    image = tiny / "celeba" / "img_align_celeba" / "000002.jpg"
+    before = load_celeba("train", 64, root=tiny, cache_dir=cache, progress=False)
+    # other pixels, the same byte count (the cache used to trust names and sizes only)
+    data = bytearray(image.read_bytes())
+    replacement = gradient_image(178, 218, 1)
+    save_jpeg(replacement, image)
+    new = image.read_bytes()
+    assert len(new) < len(data)  # a smooth gradient compresses far better than noise
+    image.write_bytes(new + b"\0" * (len(data) - len(new)))  # decoders ignore trailing bytes
+    os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))
+    assert image.stat().st_size == len(data)
+    after = load_celeba("train", 64, root=tiny, cache_dir=cache, progress=False)
+    assert not torch.equal(after[1], before[1]) and torch.equal(after[0], before[0])
+    assert len(list(cache.glob("*.npy"))) == 2  # a new entry, not the stale one
