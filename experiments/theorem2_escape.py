@@ -95,7 +95,7 @@ def one_seed(arch: str, size: str, seed: int, config: Config) -> tuple[int | Non
 
 def main(config: Config, run_dir: Path | None = None, *, progress: bool = False) -> dict:
     run_dir = Path(run_dir or Path("runs") / NAME / config.preset)
-    prepare_run(run_dir, run_identity(config, drop=("archs",)), device="cpu")
+    prepare_run(run_dir, run_identity(config, drop=("archs", "sizes")), device="cpu")
     cells = {}
     with limit_threads(config.threads):
         for arch in config.archs:
