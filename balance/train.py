@@ -62,6 +62,7 @@ from balance.runs import (
     save_checkpoint,
     seed_everything,
     to_jsonable,
+    write_json,
     write_text,
 )
 
@@ -84,7 +85,8 @@ CHECKPOINT_FORMAT = 1
 SYNC_SECONDS = 0.5
 # Config fields that may change when a run is resumed (everything else must match).
 RESUMABLE_FIELDS = frozenset({"epochs", "progress", "device", "checkpoint_every", "compile",
-                              "tf32"})
+                              "tf32", "data_placement"})
+PLACEMENTS = ("auto", "device", "host")
 # Keys of each epoch record set by the trainer; log terms may not use them.
 RESERVED_KEYS = frozenset(
     {"epoch", "step", "steps", "samples", "lr", "time_s", "eval_time_s", "loss", "grad_norm"}
@@ -129,6 +131,12 @@ class TrainConfig:
     and checkpoints are unchanged.
     tf32: allow TensorFloat-32 matrix products on CUDA (Ampere and newer); a process-wide torch
     setting, left on after training.
+    data_placement: where the data tensors are held: ``"device"`` (moved once), ``"host"``
+    (CPU memory, pinned when CUDA is there; each batch copied asynchronously) or ``"auto"``
+    (the device when the data fit in 80% of its free memory, else the host; always the device
+    on a CPU). uint8 tensors are image bytes: held as uint8 (a quarter of float32) and
+    converted per batch on the device to float32 ``byte / 255``, bit-identical to the
+    loaders' float images. The choice is written to the run folder's ``data.json``.
     """
 
     epochs: int = 10
@@ -148,6 +156,7 @@ class TrainConfig:
     log_grad_norm: bool = False
     compile: bool = False
     tf32: bool = False
+    data_placement: str = "auto"
 
     def __post_init__(self) -> None:
         # Accept lists (e.g. from JSON or argparse) for the tuple fields.
@@ -178,6 +187,9 @@ class TrainConfig:
             problems.append(f"seed must be in [0, 2**32), got {self.seed}")
         if self.checkpoint_every < 1:
             problems.append(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
+        if self.data_placement not in PLACEMENTS:
+            problems.append(f"data_placement must be one of {PLACEMENTS}, got "
+                            f"{self.data_placement!r}")
         if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
             problems.append(f"max_steps_per_epoch must be >= 1 or None, got "
                             f"{self.max_steps_per_epoch}")
@@ -423,6 +435,31 @@ class _StepLog:
         )
 
 
+def _place_data(tensors: tuple[torch.Tensor, ...], device: torch.device,
+                placement: str) -> tuple[tuple[torch.Tensor, ...], str]:
+    """The data tensors where they are held (``TrainConfig.data_placement``), and which."""
+    if placement == "auto":
+        placement = "device"
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            if sum(t.numel() * t.element_size() for t in tensors) > 0.8 * free:
+                placement = "host"
+    if placement == "device" or device.type == "cpu":
+        return tuple(t.to(device) for t in tensors), "device"
+    pin = torch.cuda.is_available()
+    return tuple(t.cpu().pin_memory() if pin else t.cpu() for t in tensors), "host"
+
+
+def _to_batch(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A batch on the training device; uint8 image bytes become float32 ``byte / 255`` (the
+    loaders' own conversion, so the values are bit-identical)."""
+    if batch.device != device:
+        batch = batch.to(device, non_blocking=True)
+    if batch.dtype == torch.uint8:
+        batch = batch.to(torch.float32).div_(255.0)
+    return batch
+
+
 def _optimizer(model: torch.nn.Module, config: TrainConfig, optimizer_fn):
     """``(trainable params, optimizer, lr scheduler or None)``."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -591,7 +628,7 @@ def train(
     n = tensors[0].shape[0]
     was_training = model.training
     model.to(device)
-    tensors = tuple(t.to(device) for t in tensors)
+    tensors, placement = _place_data(tensors, device, config.data_placement)
     params, optimizer, scheduler = _optimizer(model, config, optimizer_fn)
     clip = config.grad_clip
     log_grad_norm = clip is not None or config.log_grad_norm
@@ -616,6 +653,11 @@ def train(
         # RNG states, even if the caller rebuilds the model differently.
         checkpoint(0)
     metrics_path = folder.metrics
+    if folder.dir is not None:
+        write_json(folder.dir / "data.json", {
+            "placement": placement, "device": str(device),
+            "tensors": [{"shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", ""),
+                         "bytes": t.numel() * t.element_size()} for t in tensors]})
     stepped = model
     if config.compile:  # each top-level submodule in place: state keys and tensor hooks kept
         for child in list(model.children()) or [model]:
@@ -685,7 +727,7 @@ def _run_epoch(
     device = tensors[0].device
     batch_size = config.batch_size
     model.train()
-    perm = _epoch_permutation(config.seed, epoch, n, device)
+    perm = _epoch_permutation(config.seed, epoch, n, tensors[0].device)
     lr = float(optimizer.param_groups[0]["lr"])
     step_log: _StepLog | None = None
     log_keys: list[str] = []
@@ -702,9 +744,9 @@ def _run_epoch(
         for step in range(steps):
             index = perm[step * batch_size : (step + 1) * batch_size]
             if single:
-                batch = first_data.index_select(0, index)
+                batch = _to_batch(first_data.index_select(0, index), device)
             else:
-                batch = tuple(t.index_select(0, index) for t in tensors)
+                batch = tuple(_to_batch(t.index_select(0, index), device) for t in tensors)
             optimizer.zero_grad(set_to_none=True)
             loss, logs = loss_fn(stepped, batch)
             if step_log is None:

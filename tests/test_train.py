@@ -460,3 +460,28 @@ def test_compiled_step_trains_like_eager_and_keeps_state_keys(tmp_path):
     assert list(runs[True][1].state_dict()) == list(runs[False][1].state_dict())
     saved = load_checkpoint(tmp_path / "True" / "checkpoint.pt")["model"]
     assert set(saved) == set(runs[False][1].state_dict())
+
+
+@pytest.mark.parametrize("placement", ["device", "host"])
+def test_uint8_images_train_bit_identically_to_the_loaders_float_images(tmp_path, placement):
+    from balance.models.registry import MLPVAESpec, build
+    from balance.objectives import loss
+
+    raw = torch.randint(0, 256, (48, 1, 4, 4), generator=torch.Generator().manual_seed(0),
+                        dtype=torch.uint8)
+    as_float = raw.to(torch.float32).div_(255.0)  # what the loaders return
+    spec = MLPVAESpec(latent_dim=2, width=8, encoder_depth=1, decoder_blocks=1)
+    runs = {}
+    for name, data in (("float", as_float), ("uint8", raw)):
+        model = build(spec, (1, 4, 4), 0)
+        cfg = TrainConfig(epochs=2, batch_size=16, progress=False, data_placement=placement)
+        runs[name] = (train(model, loss("elbo"), data, cfg, run_dir=tmp_path / name), model)
+    for a, b in zip(runs["float"][0], runs["uint8"][0], strict=True):
+        assert a["loss"] == b["loss"] and a["latent"] == b["latent"]  # bit for bit
+    for (k, va), vb in zip(runs["float"][1].state_dict().items(),
+                           runs["uint8"][1].state_dict().values(), strict=True):
+        assert torch.equal(va, vb), k
+    held = json.loads((tmp_path / "uint8" / "data.json").read_text())
+    assert held["placement"] == "device"  # on a CPU the host is the device
+    assert held["tensors"][0]["dtype"] == "uint8"
+    assert held["tensors"][0]["bytes"] * 4 == as_float.numel() * as_float.element_size()
