@@ -32,7 +32,15 @@ if __package__ in (None, ""):  # python experiments/theorem2_escape.py
 from balance import reporting
 from balance.experiment import run_script
 from balance.reporting import markdown_table
-from balance.runs import RESULTS_FILE, Stage, prepare_run, results_header, run_identity, write_json
+from balance.runs import (
+    RESULTS_FILE,
+    Stage,
+    prepare_run,
+    read_json,
+    results_header,
+    run_identity,
+    write_json,
+)
 from balance.threads import limit_threads
 
 NAME = "theorem2_escape"
@@ -107,7 +115,11 @@ def main(config: Config, run_dir: Path | None = None, *, progress: bool = False)
                     runs = [one_seed(arch, size, s, config) for s in seeds]
                     stage.save({"arch": arch, "size": size, "seeds": list(seeds),
                                 "first": [r[0] for r in runs], "final": [r[1] for r in runs]})
-                cells[f"{arch}_{size}"] = stage.done
+    for arch in ARCHS:  # every finished cell, from earlier invocations too
+        for size in SIZES:
+            path = run_dir / f"{arch}_{size}" / RESULTS_FILE
+            if path.is_file():
+                cells[f"{arch}_{size}"] = read_json(path)
     results = {**results_header(NAME, config), "config": run_identity(config),
                "cells": cells, "checks": direction_checks(cells, config.steps),
                "wall_time_s": float(sum(c["wall_time_s"] for c in cells.values()))}
@@ -151,8 +163,9 @@ def table_rows(results: dict) -> list[list]:
     for c in results["cells"].values():
         first = _never(c["first"], steps)
         escaped = [f for f in first if f != float("inf")]
+        median = statistics.median(first)
         rows.append([c["arch"], c["size"], len(first), f"{len(escaped)}/{len(first)}",
-                     statistics.median(first) if escaped else f"never (> {steps})",
+                     median if median != float("inf") else f"never (> {steps})",
                      max(escaped) if escaped else None,
                      f"{sum(a == R for a in c['final'])}/{len(first)}"])
     return rows
