@@ -13,6 +13,7 @@ A script in ``experiments/`` is a module with::
     DATA_ROOT_FIELD (optional)    the field --data-root sets (default "data.root")
     recheck(results) (optional)   the direction checks on results over seeds (means with
                                   standard errors), replacing the per-seed counts
+    SAVES_MODELS (optional)       False for scripts whose fits are not kept as run folders
     FLAGS (optional)              top-level config fields that get their own option, e.g.
                                   ("arms", "kappas") gives --arms A B and --kappas 50 100
     add_arguments(parser), apply_arguments(config, args)   (optional) script-only flags

@@ -18,6 +18,7 @@ process killed at any moment leaves either the old or the new file, never a trun
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import datetime as _dt
@@ -71,6 +72,16 @@ class RunLockedError(RuntimeError):
 LOCK_FILE = ".lock"
 #: Folders this process holds, path -> open lock file (released when the process ends).
 _HELD: dict[str, Any] = {}
+
+
+def _release_all() -> None:
+    for handle in _HELD.values():
+        with contextlib.suppress(OSError):
+            handle.close()
+    _HELD.clear()
+
+
+atexit.register(_release_all)
 
 
 def lock_run_dir(run_dir: str | os.PathLike) -> Path:

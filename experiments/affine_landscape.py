@@ -48,6 +48,7 @@ from balance.threads import limit_threads
 
 NAME = "affine_landscape"
 SEED_FIELDS = ("seed",)
+SAVES_MODELS = False  # seconds-long fits, kept in memory: no model folders
 
 
 @dataclass(frozen=True)

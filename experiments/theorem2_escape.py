@@ -47,6 +47,7 @@ NAME = "theorem2_escape"
 PRESETS = ("quick", "smoke")
 SEED_FIELDS = ("seed_offset",)
 FLAGS = ("archs",)
+SAVES_MODELS = False  # seconds-long fits, kept in memory: no model folders
 #: decoder -> (affine skip, residual blocks)
 ARCHS = {"plain": (False, False), "plain+skip": (True, False), "residual": (False, True),
          "residual+skip": (True, True)}
