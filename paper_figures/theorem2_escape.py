@@ -37,7 +37,7 @@ def make(results_dir: Path, out_dir: Path) -> list[Path]:
     cells = list(results["cells"].values())
     never = steps * 1.6
     with style.context():
-        fig, ax = style.figure((6.4, 3.0))
+        fig, ax = style.figure((7.0, 3.2))
         for i, cell in enumerate(cells):
             first = [f if f is not None else never for f in cell["first"]]
             jitter = [i + 0.25 * ((j % 9) - 4) / 4 for j in range(len(first))]
@@ -47,7 +47,8 @@ def make(results_dir: Path, out_dir: Path) -> list[Path]:
         ax.axhline(never, color=style.GREY, linewidth=0.8, linestyle=":")
         ax.text(len(cells) - 0.5, never, "never", va="bottom", ha="right", color=style.GREY)
         ax.set_yscale("log")
-        ax.set_xticks(range(len(cells)), [f"{c['arch']}\n{c['size']}" for c in cells])
+        labels = [c["arch"].replace("+skip", "\n+ skip") + "\n" + c["size"] for c in cells]
+        ax.set_xticks(range(len(cells)), labels)
         ax.set_ylabel("first step with an active dimension")
         ax.set_title(f"Escape from the all-off point ({len(cells[0]['first'])} seeds, "
                      f"{steps} steps)")
