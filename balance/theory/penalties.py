@@ -41,7 +41,8 @@ __all__ = [
     "row_energies",
 ]
 
-PENALTY_KINDS = ("linear", "linear_quadratic", "saturating_exp", "log1p", "power", "log_eps")
+PENALTY_KINDS = ("linear", "linear_quadratic", "saturating_exp", "log1p", "power", "log_eps",
+                 "smooth_indicator")
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,9 @@ class Penalty:
     """A penalty ``h: [0, inf) -> R``, increasing.
 
     kinds: ``linear`` u; ``linear_quadratic`` u + u^2; ``saturating_exp`` 1 - exp(-u/tau);
-    ``log1p`` log(1 + u/tau); ``power`` u^p; ``log_eps`` log(u + eps).
+    ``log1p`` log(1 + u/tau); ``power`` u^p; ``log_eps`` log(u + eps); ``smooth_indicator``
+    u / (u + eps), whose limit as eps -> 0 is the indicator I[u > 0] (a continuation path to
+    it: h'(0) = 1/eps grows without bound).
     """
 
     kind: str
@@ -74,6 +77,8 @@ class Penalty:
             return torch.log1p(u / self.tau)
         if self.kind == "power":
             return u.pow(self.p)
+        if self.kind == "smooth_indicator":
+            return u / (u + self.eps)
         return torch.log(u + self.eps)
 
     def derivative_at_zero(self) -> float:
