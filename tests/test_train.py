@@ -320,7 +320,8 @@ def test_keyboard_interrupt_leaves_the_last_completed_epoch(tmp_path):
         train(torch.nn.Linear(D, 1), interrupted, (x, y), _config(epochs=4), tmp_path)
     assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 2
     # no temporary file left behind (the .lock file marks the folder as in use)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "checkpoint.pt", "metrics.jsonl"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".lock", "checkpoint.pt", "data.json", "metrics.jsonl"]
 
 
 def test_config_mismatch_on_resume_raises(tmp_path):
