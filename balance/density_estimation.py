@@ -13,6 +13,8 @@ and ``log_prob(z [M, k]) -> [M]`` (nats) where it is cheap:
   float64; samples m + L eps with L the Cholesky factor of S + jitter I.
 - :class:`GaussianMixture` (``"gmm"``): scikit-learn ``GaussianMixture`` with full covariances,
   10 components, ``max_iter = 2000``, ``tol = 1e-3`` (the RAE reference's ``GMM_10``), seeded.
+- :class:`KernelDensity` (``"kde"``): a Gaussian KDE, bandwidth by cross-validation.
+- ``"dpgmm"``: :class:`GaussianMixture` with a Dirichlet-process prior on the weights.
 - :class:`SecondStageVAE` (``"vae2"``): a Gaussian VAE on the codes (Dai & Wipf 2019: encoder and
   decoder MLPs of three 1024-unit ReLU layers whose output is concatenated with their input,
   linear heads, a learnable scalar variance gamma_z of the decoder), trained with
@@ -157,6 +159,9 @@ class GaussianMixture(DensityEstimator):
 
     Defaults match the RAE reference's ``GMM_10``: 10 components, ``max_iter = 2000``,
     ``tol = 1e-3``. ``threads`` caps the BLAS threads during EM (None: no cap).
+    ``dirichlet_process``: scikit-learn's ``BayesianGaussianMixture`` with a Dirichlet-process
+    prior on the weights (``n_components`` is then an upper bound; the RAE code's
+    ``GMM_Dirichlet``), fitted by variational inference.
     Samples: component c ~ Categorical(weights), z = mu_c + L_c eps (L_c the Cholesky factor
     of the fitted covariance), all from the torch ``generator``.
     """
@@ -171,6 +176,7 @@ class GaussianMixture(DensityEstimator):
         n_init: int = 1,
         seed: int = 0,
         threads: int | None = 1,
+        dirichlet_process: bool = False,
     ):
         if n_components < 1:
             raise ValueError(f"n_components must be >= 1, got {n_components}")
@@ -181,6 +187,7 @@ class GaussianMixture(DensityEstimator):
         self.n_init = n_init
         self.seed = seed
         self.threads = threads
+        self.dirichlet_process = dirichlet_process
         self.model = None
         self.weights: Tensor | None = None
         self.means: Tensor | None = None
@@ -188,6 +195,7 @@ class GaussianMixture(DensityEstimator):
         self.scale_trils: Tensor | None = None
 
     def fit(self, codes: Tensor) -> GaussianMixture:
+        from sklearn.mixture import BayesianGaussianMixture
         from sklearn.mixture import GaussianMixture as SkGMM
 
         codes = check_codes(codes)
@@ -197,15 +205,14 @@ class GaussianMixture(DensityEstimator):
             )
         self._remember(codes)
         data = codes.detach().to("cpu", torch.float64).numpy()
-        model = SkGMM(
-            self.n_components,
-            covariance_type="full",
-            max_iter=self.max_iter,
-            tol=self.tol,
-            reg_covar=self.reg_covar,
-            n_init=self.n_init,
-            random_state=self.seed,
-        )
+        settings = dict(covariance_type="full", max_iter=self.max_iter, tol=self.tol,
+                        reg_covar=self.reg_covar, n_init=self.n_init, random_state=self.seed)
+        if self.dirichlet_process:  # variational DP mixture: unused components get ~0 weight
+            model = BayesianGaussianMixture(
+                n_components=self.n_components,
+                weight_concentration_prior_type="dirichlet_process", **settings)
+        else:
+            model = SkGMM(self.n_components, **settings)
         # EM on [N, k] codes with k of tens: BLAS threads cost more than they save (a 10x
         # slow-down measured on a busy 2-core machine); ``threads=None`` keeps the default.
         # The k tiny Cholesky factorisations below suffer the same way, so they stay inside.
@@ -228,6 +235,54 @@ class GaussianMixture(DensityEstimator):
 
     def log_prob(self, z: Tensor) -> Tensor:
         """log sum_c w_c N(z; mu_c, S_c), [M], nats (scikit-learn's ``score_samples``)."""
+        self._check_fitted()
+        z = check_codes(z, dim=self.dim)
+        lp = self.model.score_samples(z.detach().to("cpu", torch.float64).numpy())
+        return torch.as_tensor(lp).to(z.device, z.dtype)
+
+
+class KernelDensity(DensityEstimator):
+    """Gaussian kernel density estimate (scikit-learn ``KernelDensity``) with the bandwidth
+    chosen by ``folds``-fold cross-validated held-out likelihood (``GridSearchCV``) over
+    ``bandwidths`` times the codes' mean standard deviation, as the RAE code's KDE sampler
+    does. ``log_prob``: scikit-learn's ``score_samples``. Samples: a training code drawn
+    uniformly plus ``bandwidth * eps`` (a Gaussian KDE's law), from the torch ``generator``.
+    """
+
+    def __init__(self, bandwidths: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5, 1.0),
+                 folds: int = 5, threads: int | None = 1):
+        self.bandwidths = tuple(float(b) for b in bandwidths)
+        self.folds = int(folds)
+        self.threads = threads
+        self.model = None
+        self.bandwidth: float | None = None
+        self.codes: Tensor | None = None
+
+    def fit(self, codes: Tensor) -> KernelDensity:
+        from sklearn.model_selection import GridSearchCV
+        from sklearn.neighbors import KernelDensity as SkKDE
+
+        codes = check_codes(codes, min_count=max(2, self.folds))
+        self._remember(codes)
+        data = codes.detach().to("cpu", torch.float64)
+        scale = float(data.std(0).mean())
+        grid = {"bandwidth": [b * scale for b in self.bandwidths]}
+        with limit_threads(self.threads):
+            search = GridSearchCV(SkKDE(kernel="gaussian"), grid, cv=self.folds)
+            search.fit(data.numpy())
+        self.model = search.best_estimator_
+        self.bandwidth = float(self.model.bandwidth)
+        self.codes = data
+        return self
+
+    def sample(self, n, *, generator=None, dtype=None, device=None) -> Tensor:
+        self._check_fitted()
+        pick = torch.randint(self.codes.shape[0], (n,), generator=generator)
+        z = self.codes[pick] + self.bandwidth * _randn((n, self.dim), generator)
+        return self._out(z, dtype, device)
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        """log q(z), [M], nats (scikit-learn's ``score_samples``)."""
         self._check_fitted()
         z = check_codes(z, dim=self.dim)
         lp = self.model.score_samples(z.detach().to("cpu", torch.float64).numpy())
@@ -396,15 +451,27 @@ ESTIMATORS: dict[str, type[DensityEstimator]] = {
     "normal": StandardNormal,
     "mvg": FullGaussian,
     "gmm": GaussianMixture,
+    "dpgmm": GaussianMixture,  # with dirichlet_process=True (make_estimator sets it)
+    "kde": KernelDensity,
     "vae2": SecondStageVAE,
 }
 
 
 def make_estimator(name: str, **kwargs) -> DensityEstimator:
-    """Estimator by name (``"normal"``, ``"mvg"``, ``"gmm"``, ``"vae2"``); kwargs: the class's."""
+    """Estimator by name: ``"normal"``, ``"mvg"``, ``"gmm"`` (``"gmm<k>"``: k components, the
+    RAE code's GMM_1 ... GMM_200), ``"dpgmm"`` (Dirichlet-process GMM, at most 20 components
+    unless ``n_components`` is given), ``"kde"``, ``"vae2"``; kwargs: the class's."""
+    import re
+
+    match = re.fullmatch(r"gmm(\d+)", name)
+    if match:
+        return GaussianMixture(int(match.group(1)), **kwargs)
+    if name == "dpgmm":
+        kwargs.setdefault("n_components", 20)
+        return GaussianMixture(dirichlet_process=True, **kwargs)
     try:
         cls = ESTIMATORS[name]
     except KeyError:
-        raise ValueError(f"unknown estimator {name!r}; choose from {sorted(ESTIMATORS)}") from None
+        raise ValueError(f"unknown estimator {name!r}; choose from {sorted(ESTIMATORS)} or "
+                         "gmm<k>") from None
     return cls(**kwargs)
-

@@ -162,7 +162,7 @@ def test_too_few_codes_and_wrong_dimensions():
         est.log_prob(torch.randn(3, 5))
     with pytest.raises(ValueError, match="unknown estimator"):
         make_estimator("flow")
-    assert set(ESTIMATORS) == {"normal", "mvg", "gmm", "vae2"}
+    assert set(ESTIMATORS) == {"normal", "mvg", "gmm", "dpgmm", "kde", "vae2"}
 
 
 def test_interpolation_and_pairs():
@@ -215,3 +215,50 @@ def test_second_stage_vae_learns_the_codes():
     # Observed ratios 0.06 and 0.3.
     assert mean_after < 0.25 * mean_before
     assert cov_after < 0.6 * cov_before
+
+
+def _mixture_codes(n: int, seed: int) -> torch.Tensor:
+    """Three well-separated Gaussian clusters in 8 dimensions (a non-Gaussian q(z))."""
+    g = torch.Generator().manual_seed(seed)
+    centres = 3.0 * torch.randn(3, 8, generator=g, dtype=torch.float64)
+    labels = torch.randint(3, (n,), generator=g)
+    return centres[labels] + 0.4 * torch.randn(n, 8, generator=g, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("name", ["kde", "dpgmm", "gmm20"])
+def test_flexible_estimators_beat_the_gaussians_on_held_out_codes(name):
+    margins = []
+    for seed in range(3):
+        codes = _mixture_codes(1500, seed)
+        train, held_out = codes[:1000], codes[1000:]
+        lls = {n: make_estimator(n).fit(train).log_prob(held_out) for n in ("normal", "mvg")}
+        lls[name] = make_estimator(name).fit(train).log_prob(held_out)
+        diff = lls[name] - lls["mvg"]  # per held-out code, nats
+        margin, se = float(diff.mean()), float(diff.std() / math.sqrt(diff.numel()))
+        assert margin > 5 * se, (name, seed, margin, se)  # far beyond the held-out noise
+        assert float((lls[name] - lls["normal"]).mean()) > margin
+        margins.append(margin)
+    spread = float(torch.tensor(margins).std())
+    assert min(margins) > 3 * spread, margins  # and beyond the seed-to-seed spread
+
+
+def test_kde_samples_have_the_codes_mean_and_the_bandwidth_added_variance():
+    codes = _mixture_codes(1000, 0)
+    est = make_estimator("kde").fit(codes)
+    assert est.bandwidth in [b * float(codes.std(0).mean()) for b in est.bandwidths]
+    samples = est.sample(40000, generator=torch.Generator().manual_seed(1))
+    # a Gaussian KDE's law: a uniformly drawn code plus N(0, h^2 I): mean = the codes' mean,
+    # covariance = their (biased) covariance + h^2 I (Gaussian moment tolerance, 5 s.e.)
+    cov = torch.cov(codes.T, correction=0) + est.bandwidth**2 * torch.eye(8, dtype=torch.float64)
+    assert_moments_match(samples, codes.mean(0), cov)
+    a = est.sample(5, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, est.sample(5, generator=torch.Generator().manual_seed(3)))
+
+
+def test_dirichlet_process_gmm_switches_off_unneeded_components():
+    codes = _mixture_codes(1000, 0)
+    est = make_estimator("dpgmm").fit(codes)
+    assert est.n_components == 20 and est.dirichlet_process
+    used = int((est.weights > 0.02).sum())
+    assert 3 <= used <= 6, est.weights  # three clusters; a few weights may split a cluster
+    assert float(est.weights.sum()) == pytest.approx(1.0, abs=1e-9)
