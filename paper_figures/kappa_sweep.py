@@ -49,6 +49,12 @@ ENTRY = Entry(
             run_dir="runs/kappa_sweep/manifold_{preset}",
             copy=("config.json", "results.json", "table.md"), outputs=_OUTPUTS,
             out_subdir="manifold"),
+     # the quick preset over three seeds: mean ± standard error
+     Source("kappa_sweep_seeds",
+            commands=("python experiments/kappa_sweep.py --preset {preset} --seeds 0 1 2",),
+            run_dir="runs/kappa_sweep/{preset}_seeds",
+            copy=("results.json", "resolved_config.json"), outputs=_OUTPUTS,
+            out_subdir="seeds"),
      # the full preset: all of MNIST, the paper's kappa grid, on 2 CPU cores (hours)
      Source("kappa_sweep_full", commands=("python experiments/kappa_sweep.py --preset full",),
             run_dir="runs/kappa_sweep/full",
