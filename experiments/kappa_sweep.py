@@ -229,8 +229,8 @@ def direction_checks(runs: dict, dataset: str, r: int | None) -> dict:
         why["nll_improves_with_kappa"] = why["nll_monotone"] = \
             f"NLL {'/'.join(f(v) for v in nll)} {at}"
         spread = exceeds_spread(nll[0], nll[-1])
-        if spread is not None:
-            checks["nll_improvement_beyond_spread"] = spread
+        if spread is not None:  # an improvement, and larger than the seed-to-seed spread
+            checks["nll_improvement_beyond_spread"] = bool(nll[-1] < nll[0] and spread)
         if dataset == "manifold" and r is not None:
             checks["active_near_r"] = all(
                 abs(a - r) <= NEAR_R for a, k in zip(active, ks, strict=True) if int(k) >= r)
