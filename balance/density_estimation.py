@@ -89,6 +89,15 @@ class DensityEstimator(ABC):
         raise NotImplementedError(f"{type(self).__name__} has no cheap log_prob")
 
 
+def _sklearn_log_prob(est: DensityEstimator, z: Tensor) -> Tensor:
+    """log q(z), [M], nats, from the fitted scikit-learn model's ``score_samples`` (float64 on
+    the CPU), in z's dtype and device."""
+    est._check_fitted()
+    z = check_codes(z, dim=est.dim)
+    lp = est.model.score_samples(z.detach().to("cpu", torch.float64).numpy())
+    return torch.as_tensor(lp).to(z.device, z.dtype)
+
+
 class StandardNormal(DensityEstimator):
     """q = N(0, I_k); ``fit`` only checks the codes and records k."""
 
@@ -235,10 +244,7 @@ class GaussianMixture(DensityEstimator):
 
     def log_prob(self, z: Tensor) -> Tensor:
         """log sum_c w_c N(z; mu_c, S_c), [M], nats (scikit-learn's ``score_samples``)."""
-        self._check_fitted()
-        z = check_codes(z, dim=self.dim)
-        lp = self.model.score_samples(z.detach().to("cpu", torch.float64).numpy())
-        return torch.as_tensor(lp).to(z.device, z.dtype)
+        return _sklearn_log_prob(self, z)
 
 
 class KernelDensity(DensityEstimator):
@@ -283,10 +289,7 @@ class KernelDensity(DensityEstimator):
 
     def log_prob(self, z: Tensor) -> Tensor:
         """log q(z), [M], nats (scikit-learn's ``score_samples``)."""
-        self._check_fitted()
-        z = check_codes(z, dim=self.dim)
-        lp = self.model.score_samples(z.detach().to("cpu", torch.float64).numpy())
-        return torch.as_tensor(lp).to(z.device, z.dtype)
+        return _sklearn_log_prob(self, z)
 
 
 # ----------------------------------------------------------------------------- second stage

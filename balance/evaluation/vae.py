@@ -93,15 +93,13 @@ def prior_match_metrics(model: nn.Module, x: Tensor, *, batch_size: int = 500,
     mean), the unbiased MMD^2 between q(z) (one z ~ q(z|x) per image, at most ``mmd_samples``)
     and N(0, I) (``balance.metrics.mmd``), the MMD^2 of as many N(0, I) draws against N(0, I)
     (the estimator's noise level), active units and the mean KL (nats per image)."""
-    from balance.evaluation.codec import batched_map
+    from balance.evaluation.codec import Codec
     from balance.metrics.active_units import active_units
     from balance.metrics.mmd import mmd_to_standard_normal
     from balance.metrics.reconstruction import module_device, reconstruction_error
 
-    model.eval()
     device = module_device(model)
-    params = batched_map(lambda b: torch.cat(model.encode(b), dim=1), x, batch_size, device)
-    mu, logvar = params.chunk(2, dim=1)
+    mu, logvar = Codec(model, batch_size).posterior(x)  # eval mode, batched
     rec = reconstruction_error(model, x, batch_size=batch_size).cpu()
     generator = torch.Generator().manual_seed(seed)
     z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=generator)
