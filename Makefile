@@ -1,5 +1,6 @@
 # One entry point for set-up, lint and tests.  `make test` works on a fresh clone:
-# it creates .venv, installs the package with its test extras, then lints and tests.
+# it creates .venv, installs the package with its test and cluster (Ray) extras, then lints
+# and tests.
 #
 # pip runs with --isolated so that it takes the package index's default torch build
 # and a torchvision built against it, whatever local pip settings prefer.
@@ -20,7 +21,7 @@ install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --isolated --disable-pip-version-check -q -e ".[test]"
+	$(PY) -m pip install --isolated --disable-pip-version-check -q -e ".[test,cluster]"
 	touch $@
 
 lint: install

@@ -17,6 +17,11 @@ from hypothesis import HealthCheck, settings
 
 from balance.threads import limit_threads
 
+# Ray clusters the tests start (and their drivers) stay on the loopback interface: Ray's own
+# switch for single-machine clusters, read when ray is imported.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
 # Theorem checks optimise inside each example: wall-clock deadlines would only add flakiness.
 settings.register_profile(
     "balance", deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True

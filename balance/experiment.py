@@ -29,6 +29,10 @@ and ends with ``if __name__ == "__main__": balance.experiment.run_script(module,
     --seeds 0 1 2            run once per seed (run_dir/seed<s>/), then print and save the
                              mean ± standard error of every number (balance.seeds)
     --run-dir, --data-root, --device, --threads, --progress/--no-progress
+    --engine local|ray       where independent cells run (scripts whose config has an
+    --address HOST:PORT      ``engine`` field, a :class:`balance.engine.EngineConfig`): this
+    --cpus-per-run N         process, or Ray tasks on the cluster at --address (else a Ray
+    --gpus-per-run F         instance started here); per-task resources, fractions allowed
 
 The run folder gets ``resolved_config.json``: the full config after presets, file and
 overrides, loadable with ``--config``. Problems the user can fix (missing data or weights, a
@@ -177,6 +181,16 @@ def _parser(script: ModuleType) -> argparse.ArgumentParser:
                    help="CPU threads of torch and the BLAS/OpenMP pools (default: the preset's)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                    help="show progress bars (default: on)")
+    if "engine" in {f.name for f in dataclasses.fields(script.preset(presets[0]))}:
+        from balance.engine import ENGINES
+
+        p.add_argument("--engine", choices=ENGINES, default=None,
+                       help="where independent cells run (default: the preset's, local)")
+        p.add_argument("--address", default=None,
+                       help="Ray cluster address host:port (default: start Ray here)")
+        p.add_argument("--cpus-per-run", type=float, default=None, help="CPUs per Ray task")
+        p.add_argument("--gpus-per-run", type=float, default=None,
+                       help="GPUs per Ray task; fractions share a GPU, e.g. 0.25")
     _add_flags(p, script)
     add = getattr(script, "add_arguments", None)
     if add is not None:
@@ -221,6 +235,14 @@ def resolve(script: ModuleType, args: argparse.Namespace) -> Any:
         config = dataclasses.replace(config, device=args.device)
     if args.threads is not None and "threads" in names:
         config = dataclasses.replace(config, threads=args.threads)
+    if "engine" in names:
+        given = {"name": getattr(args, "engine", None), "address": getattr(args, "address", None),
+                 "cpus_per_run": getattr(args, "cpus_per_run", None),
+                 "gpus_per_run": getattr(args, "gpus_per_run", None)}
+        given = {k: v for k, v in given.items() if v is not None}
+        if given:
+            config = dataclasses.replace(config,
+                                         engine=dataclasses.replace(config.engine, **given))
     if args.data_root is not None:
         config = set_field(config, getattr(script, "DATA_ROOT_FIELD", "data.root"),
                            args.data_root)
@@ -282,9 +304,27 @@ def cli(script: ModuleType, argv: Sequence[str] | None = None) -> dict:
     return results
 
 
+def _importable(script: ModuleType) -> ModuleType:
+    """A script run as a file (``__main__``) re-imported as ``<package>.<name>`` (e.g.
+    ``experiments.kappa_sweep``), so that its functions and configs pickle by reference to
+    other processes (Ray workers); the script itself when it is not in a package."""
+    if script.__name__ != "__main__" or not getattr(script, "__file__", None):
+        return script
+    import importlib
+
+    path = Path(script.__file__).resolve()
+    if not (path.parent / "__init__.py").is_file():
+        return script
+    try:
+        return importlib.import_module(f"{path.parent.name}.{path.stem}")
+    except ImportError:
+        return script
+
+
 def run_script(script: ModuleType, argv: Sequence[str]) -> None:
     """:func:`cli` with user-fixable problems as ``error: ...`` and exit status 2."""
     from balance.data.errors import DataError
+    from balance.engine import EngineError
     from balance.metrics.fid import FIDWeightsMissing
     from balance.runs import (
         CheckpointError,
@@ -296,10 +336,10 @@ def run_script(script: ModuleType, argv: Sequence[str]) -> None:
     from balance.train import NonFiniteLossError
 
     try:
-        cli(script, argv)
+        cli(_importable(script), argv)
     except (DataError, FIDWeightsMissing, CheckpointError, ConfigMismatchError,
             NonFiniteLossError, OverrideError, RunLockedError, UsageError,
-            CorruptFileError) as err:
+            CorruptFileError, EngineError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     except OSError as err:

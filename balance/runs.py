@@ -74,14 +74,16 @@ LOCK_FILE = ".lock"
 _HELD: dict[str, Any] = {}
 
 
-def _release_all() -> None:
+def release_run_dirs() -> None:
+    """Release every run-folder lock this process holds (at exit; and when a long-lived worker
+    process, e.g. a Ray worker, finishes a task)."""
     for handle in _HELD.values():
         with contextlib.suppress(OSError):
             handle.close()
     _HELD.clear()
 
 
-atexit.register(_release_all)
+atexit.register(release_run_dirs)
 
 
 def lock_run_dir(run_dir: str | os.PathLike) -> Path:
@@ -89,8 +91,13 @@ def lock_run_dir(run_dir: str | os.PathLike) -> Path:
     process holds it already): a second process on the same folder gets
     :class:`RunLockedError` naming the holder, instead of interleaving its files. The lock is
     an ``flock`` on ``run_dir/.lock``, released by the system when the holder exits (also
-    after ``kill -9``); on systems without ``fcntl`` nothing is locked."""
+    after ``kill -9``); on systems without ``fcntl`` nothing is locked. Under ``torchrun``
+    rank 0 holds it for the job (the other ranks write nothing)."""
+    from balance.distributed import is_writer
+
     run_dir = Path(run_dir)
+    if not is_writer():
+        return run_dir
     key = str(run_dir.resolve())
     if key in _HELD:
         return run_dir
@@ -262,7 +269,12 @@ def _atomic_write(
 
     A process killed at any moment leaves the old or the new file in full. With ``fsync`` the
     data also reach the disk before the rename, which covers a machine crash or power loss too.
+    Under ``torchrun`` only rank 0 writes (:func:`balance.distributed.is_writer`).
     """
+    from balance.distributed import is_writer
+
+    if not is_writer():
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -311,6 +323,10 @@ def read_json(path: str | os.PathLike) -> Any:
 
 def append_jsonl(path: str | os.PathLike, record: Mapping[str, Any]) -> None:
     """Append one JSON line (a small append; readers of JSON-lines files skip a torn last line)."""
+    from balance.distributed import is_writer
+
+    if not is_writer():
+        return
     line = json.dumps(to_jsonable(record)) + "\n"
     with open(path, "a", encoding="utf-8") as handle:
         handle.write(line)
@@ -651,8 +667,8 @@ def load_checkpoint(
 # --------------------------------------------------------------------------------------------
 
 #: Run-environment settings: they may change between a run and its resumption (another
-#: device, no progress bars, other thread or worker counts) without changing its results.
-RUNTIME_FIELDS = frozenset({"device", "progress", "threads", "workers"})
+#: device, no progress bars, other thread counts, another engine) without changing its results.
+RUNTIME_FIELDS = frozenset({"device", "progress", "threads", "engine"})
 
 
 def run_identity(config: Any, *, drop: tuple[str, ...] = ()) -> dict:
@@ -726,9 +742,12 @@ class Stage:
 
     def save(self, results: Mapping[str, Any]) -> dict:
         """Write ``results`` (plus ``wall_time_s`` unless given) as the stage's results.json."""
+        from balance.distributed import barrier
+
         results = dict(results)
         results.setdefault("wall_time_s", self.elapsed())
         write_json(self.folder / RESULTS_FILE, results)
+        barrier()  # under torchrun: every rank goes on once rank 0 has written the results
         self.done = results
         return results
 

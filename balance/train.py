@@ -476,10 +476,14 @@ def _optimizer(model: torch.nn.Module, config: TrainConfig, optimizer_fn):
     return params, optimizer, scheduler
 
 
-def _steps_and_weights(n: int, config: TrainConfig) -> tuple[int, np.ndarray]:
-    """Optimizer steps per epoch and the samples of each step (for per-sample means)."""
-    batch_size = config.batch_size
+def _steps_and_weights(n: int, config: TrainConfig, world: int = 1) -> tuple[int, np.ndarray]:
+    """Optimizer steps per epoch and the samples of each step's global batch (``batch_size``
+    per rank times ``world`` ranks; for per-sample means). Under data parallelism a last batch
+    smaller than the number of ranks is dropped (a rank would get no sample)."""
+    batch_size = config.batch_size * world
     steps = n // batch_size if config.drop_last else math.ceil(n / batch_size)
+    if world > 1 and steps * batch_size > n and n - (steps - 1) * batch_size < world:
+        steps -= 1
     if config.max_steps_per_epoch is not None:
         steps = min(steps, config.max_steps_per_epoch)
     if steps < 1:
@@ -487,6 +491,28 @@ def _steps_and_weights(n: int, config: TrainConfig) -> tuple[int, np.ndarray]:
     weights = np.array([min(batch_size, n - s * batch_size) for s in range(steps)],
                        dtype=np.float64)
     return steps, weights
+
+
+def _shard(global_sizes: np.ndarray, rank: int, world: int) -> np.ndarray:
+    """Samples of this rank in each global batch (``torch.tensor_split``'s chunk sizes)."""
+    sizes = global_sizes.astype(np.int64)
+    return (sizes // world + (rank < sizes % world)).astype(np.float64)
+
+
+class _Replica:
+    """The model as a loss function sees it under data parallelism: calls go through
+    ``DistributedDataParallel`` (whose backward hooks all-reduce the gradients), attributes
+    and methods (``decoder``, ``gamma``...) come from the model itself, so loss functions
+    written for one process work unchanged."""
+
+    def __init__(self, ddp: torch.nn.Module) -> None:
+        self._ddp = ddp
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._ddp(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ddp.module, name)
 
 
 class _RunFolder:
@@ -547,7 +573,9 @@ class _RunFolder:
         history = list(saved["history"])
         start, step = int(saved["epoch"]), int(saved["global_step"])
         _write_metrics(self.metrics, history)
-        if start < self.config.epochs:
+        from balance.distributed import is_writer
+
+        if start < self.config.epochs and is_writer():
             print(f"resuming {self.dir} from epoch {start}/{self.config.epochs} (step {step})",
                   file=sys.stderr, flush=True)
         return history, start, step
@@ -623,7 +651,10 @@ def train(
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
-    device = pick_device(config.device)
+    from balance import distributed
+
+    device = distributed.init(pick_device(config.device))
+    world, rank = distributed.world_size(), distributed.rank()
     tensors, single = _as_tensors(data)
     n = tensors[0].shape[0]
     was_training = model.training
@@ -632,7 +663,7 @@ def train(
     params, optimizer, scheduler = _optimizer(model, config, optimizer_fn)
     clip = config.grad_clip
     log_grad_norm = clip is not None or config.log_grad_norm
-    steps, weights = _steps_and_weights(n, config)
+    steps, weights = _steps_and_weights(n, config, world)
     from balance.fingerprint import run_fingerprint
 
     fingerprint = None
@@ -659,6 +690,12 @@ def train(
             "tensors": [{"shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", ""),
                          "bytes": t.numel() * t.element_size()} for t in tensors]})
     stepped = model
+    if world > 1:  # every rank now holds the same (fresh or resumed) state
+        from torch.nn.parallel import DistributedDataParallel
+
+        stepped = _Replica(DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=False))
     if config.compile:  # each top-level submodule in place: state keys and tensor hooks kept
         for child in list(model.children()) or [model]:
             child.compile()
@@ -675,7 +712,7 @@ def train(
             initial=start_epoch,
             desc="train",
             unit="epoch",
-            disable=not config.progress,
+            disable=not config.progress or rank != 0,
             dynamic_ncols=True,
         ) as epoch_bar:
             for epoch in range(start_epoch, config.epochs):
@@ -683,7 +720,7 @@ def train(
                     model, loss_fn, tensors, single, optimizer, params, config, epoch, steps,
                     weights, global_step, clip, log_grad_norm, n, stepped,
                 )
-                if eval_fn is not None:
+                if eval_fn is not None and rank == 0:
                     record.update(_evaluate(model, eval_fn))
                 history.append(record)
                 if scheduler is not None:
@@ -694,7 +731,7 @@ def train(
                     done % config.checkpoint_every == 0 or done == config.epochs
                 ):
                     checkpoint(done)
-                if metrics_path is not None:
+                if metrics_path is not None and rank == 0:
                     with open(metrics_path, "a", encoding="utf-8") as handle:
                         handle.write(_dumps(record) + "\n")
                 epoch_bar.update(1)
@@ -724,10 +761,16 @@ def _run_epoch(
     """One pass over the data; returns the epoch's record and the new global step.
     ``stepped``: the module the loss function is called with (``model``, or its compiled
     form)."""
+    from balance import distributed
+
     device = tensors[0].device
-    batch_size = config.batch_size
+    world, rank = distributed.world_size(), distributed.rank()
+    batch_size = config.batch_size * world  # the global batch
+    if world > 1:  # each rank's own noise stream, a function of (seed, epoch, rank): resumable
+        seed_everything(_epoch_seed(config.seed, epoch * world + rank) % 2**32)
     model.train()
     perm = _epoch_permutation(config.seed, epoch, n, tensors[0].device)
+    local = _shard(weights, rank, world) if world > 1 else weights
     lr = float(optimizer.param_groups[0]["lr"])
     step_log: _StepLog | None = None
     log_keys: list[str] = []
@@ -743,6 +786,8 @@ def _run_epoch(
     ) as bar:
         for step in range(steps):
             index = perm[step * batch_size : (step + 1) * batch_size]
+            if world > 1:
+                index = index.tensor_split(world)[rank]
             if single:
                 batch = _to_batch(first_data.index_select(0, index), device)
             else:
@@ -751,7 +796,12 @@ def _run_epoch(
             loss, logs = loss_fn(stepped, batch)
             if step_log is None:
                 _check_loss(loss, logs)
-            loss.backward()
+            if world > 1 and local[step] * world != weights[step]:
+                # shards of unequal size: weight each rank's mean so that the average over
+                # ranks (DDP) is the global batch's mean
+                (loss * float(local[step] * world / weights[step])).backward()
+            else:
+                loss.backward()
             values = [loss.detach()]
             host_values: list[float] = []
             if step_log is None:
@@ -800,7 +850,11 @@ def _run_epoch(
             raise step_log.error(bad, epoch, config.epochs, steps, global_step, note)
         bar.update(steps - bar.n)
     elapsed = time.perf_counter() - started
-    means = weights @ step_log.values / weights.sum()
+    sums, total = local @ step_log.values, local.sum()
+    if world > 1:  # the global batch's means: sums over every rank's samples
+        reduced = distributed.all_reduce_sum(torch.from_numpy(np.append(sums, total)))
+        sums, total = reduced[:-1].numpy(), float(reduced[-1])
+    means = sums / total
     record: dict[str, Any] = {
         "epoch": epoch + 1,
         "step": global_step,

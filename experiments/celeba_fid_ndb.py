@@ -225,9 +225,7 @@ def main(config: VAEPlusConfig, run_dir: Path | None = None, *, progress: bool =
     with limit_threads(config.threads):
         prepare_run(run_dir, run_identity(config), device=config.device)
         stages = Stages(config, run_dir, progress)
-        stage_results = {"ae": stages.ae()}
-        for kind in ("vae_plus", "vae", "wae_mmd"):
-            stage_results[kind] = stages.feature_model(kind)
+        stage_results = {"ae": stages.ae(), **stages.feature_models()}
         if not (run_dir / "second_stage" / RESULTS_FILE).is_file():
             stages.second_stage()
         stage_results["second_stage"] = read_json(run_dir / "second_stage" / RESULTS_FILE)

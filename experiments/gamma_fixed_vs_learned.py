@@ -36,6 +36,7 @@ if __package__ in (None, ""):  # python experiments/gamma_fixed_vs_learned.py
 
 from balance import reporting
 from balance.data.splits import CelebAData, load_celeba_train_eval
+from balance.engine import EngineConfig, run_cells
 from balance.evaluation.vae import prior_match_metrics
 from balance.experiment import run_script
 from balance.models.registry import ConvSpec, build, save_model_record
@@ -116,6 +117,7 @@ class Config:
     eval: EvalConfig = EvalConfig()
     device: str = "auto"
     threads: int | None = None
+    engine: EngineConfig = EngineConfig()
 
 
 def preset(name: str) -> Config:
@@ -278,37 +280,46 @@ def table_rows(results: dict) -> list[list]:
 
 
 
+def run_resolution(run_dir: Path, config: Config, res: ResolutionConfig,
+                   progress: bool) -> dict:
+    """One resolution (an engine cell): the learned run, then the fixed run from its gamma*."""
+    folder = run_dir / f"celeba{res.resolution}"
+    with limit_threads(config.threads):
+        data = None
+        if any(not (folder / v / RESULTS_FILE).is_file() for v in VARIANTS):
+            data = load_celeba_train_eval(config.data, res.resolution,
+                                          train_limit=res.train_limit, progress=progress)
+        learned = run_variant(folder / "learned", config, res, "learned",
+                              res.model.gamma.init, data, progress)
+        # Run 2 reads gamma* from run 1's saved results (not from memory).
+        gamma_star = read_json(folder / "learned" / RESULTS_FILE)["gamma_final"]
+        fixed = run_variant(folder / "fixed", config, res, "fixed", gamma_star, data, progress)
+    return {"learned": learned, "fixed": fixed, "comparison": compare(learned, fixed)}
+
+
 def main(config: Config, run_dir: Path | None = None, *, progress: bool = True) -> dict:
     """Run (or resume) every resolution of ``config``; returns the combined results."""
     run_dir = Path(run_dir or Path("runs") / NAME / config.preset)
-    with limit_threads(config.threads):
-        prepare_run(run_dir, run_identity(config), device=config.device)
-        per_resolution = {}
-        for res in config.resolutions:
-            folder = run_dir / f"celeba{res.resolution}"
-            data = None
-            if any(not (folder / v / RESULTS_FILE).is_file() for v in VARIANTS):
-                data = load_celeba_train_eval(config.data, res.resolution,
-                                              train_limit=res.train_limit, progress=progress)
-            learned = run_variant(folder / "learned", config, res, "learned",
-                                  res.model.gamma.init, data, progress)
-            # Run 2 reads gamma* from run 1's saved results (not from memory).
-            gamma_star = read_json(folder / "learned" / RESULTS_FILE)["gamma_final"]
-            fixed = run_variant(folder / "fixed", config, res, "fixed", gamma_star, data, progress)
-            per_resolution[str(res.resolution)] = {
-                "learned": learned, "fixed": fixed, "comparison": compare(learned, fixed)
-            }
-        results = {
-            **results_header(NAME, config),
-            "config": run_identity(config),
-            "resolutions": per_resolution,
-            "paper": PAPER_TABLE2,
-            "wall_time_s": float(sum(p[v]["wall_time_s"] for p in per_resolution.values()
-                                     for v in VARIANTS)),
-        }
-        write_json(run_dir / RESULTS_FILE, results)
-        (run_dir / "table2.md").write_text(markdown_table(TABLE_HEADERS, table_rows(results)))
-        return results
+    prepare_run(run_dir, run_identity(config), device=config.device)
+    local = config.engine.name == "local"
+    done = run_cells(run_resolution, [(run_dir, config, res, progress and local)
+                                      for res in config.resolutions],
+                     config.engine, progress=progress and not local,
+                     done=lambda cell: all((run_dir / f"celeba{cell[2].resolution}" / v /
+                                            RESULTS_FILE).is_file() for v in VARIANTS))
+    per_resolution = {str(res.resolution): out
+                      for res, out in zip(config.resolutions, done, strict=True)}
+    results = {
+        **results_header(NAME, config),
+        "config": run_identity(config),
+        "resolutions": per_resolution,
+        "paper": PAPER_TABLE2,
+        "wall_time_s": float(sum(p[v]["wall_time_s"] for p in per_resolution.values()
+                                 for v in VARIANTS)),
+    }
+    write_json(run_dir / RESULTS_FILE, results)
+    (run_dir / "table2.md").write_text(markdown_table(TABLE_HEADERS, table_rows(results)))
+    return results
 
 
 def report(results: dict) -> str:

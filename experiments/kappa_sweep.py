@@ -38,6 +38,7 @@ if __package__ in (None, ""):  # python experiments/kappa_sweep.py
 
 from balance import reporting
 from balance.data.splits import VectorData, load_vector_data
+from balance.engine import EngineConfig, run_cells
 from balance.evaluation.vae import VAEMetricsConfig, vae_test_metrics
 from balance.experiment import run_script
 from balance.models.registry import ARMS, MLPVAESpec, build, save_model_record
@@ -58,7 +59,7 @@ from balance.train import TrainConfig, train
 NAME = "kappa_sweep"
 PRESETS = ("quick", "full", "paper", "manifold_quick", "manifold_paper", "smoke", "manifold_smoke")
 SEED_FIELDS = ("train.seed",)
-FLAGS = ("arms", "kappas", "workers")  # --arms none --kappas 50 100 --workers 1
+FLAGS = ("arms", "kappas")  # --arms none --kappas 50 100
 
 #: EXPERIMENTS.md E1 (the paper's Table 1): kappa -> rec. err., NLL, # active (residual arm).
 PAPER_TABLE1 = {
@@ -81,8 +82,8 @@ STRONG = 0.1  # descriptive: dimensions with posterior-mean variance >= this
 @dataclass(frozen=True)
 class Config:
     """The sweep: ``model`` is the spec of every run (its ``latent_dim`` set to each kappa,
-    its ``arm`` to each of ``arms``); ``workers`` runs trained at once in separate processes
-    (``balance.engine``; CPU: one per core with ``threads`` threads each)."""
+    its ``arm`` to each of ``arms``); ``engine`` where the runs train (``balance.engine``:
+    here one after another, or Ray tasks, e.g. one per core with ``threads`` threads each)."""
 
     preset: str = "quick"
     data: VectorData = VectorData()
@@ -93,7 +94,7 @@ class Config:
     eval: VAEMetricsConfig = VAEMetricsConfig()
     device: str = "auto"
     threads: int | None = None
-    workers: int = 1
+    engine: EngineConfig = EngineConfig()
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.arms) - set(ARMS))
@@ -119,11 +120,11 @@ def preset(name: str) -> Config:
                               lr_milestones=(50, 80) if full else (150, 250), lr_decay=0.5),
             eval=VAEMetricsConfig(iwae_k=100 if full else 5000, iwae_batch=100 if full else 20),
             device="cpu" if full else "auto", threads=1 if full else None,
-            workers=2 if full else 1,
         )
-    # CPU presets: one thread per process, two runs at a time; Adam moves log gamma by about
-    # its lr per step, so a short run needs gamma lr 1e-2 to reach gamma's small final value.
-    cpu = dict(preset=name, arms=ARMS, device="cpu", threads=1, workers=2,
+    # CPU presets: one thread per run (--engine ray runs one per core); Adam moves log gamma by
+    # about its lr per step, so a short run needs gamma lr 1e-2 to reach gamma's small final
+    # value.
+    cpu = dict(preset=name, arms=ARMS, device="cpu", threads=1,
                eval=VAEMetricsConfig(iwae_k=100, iwae_limit=500, iwae_batch=100))
     fast_gamma = GammaConfig(lr=1e-2)
     if name == "manifold_quick":
@@ -164,8 +165,8 @@ EPOCH_KEYS = ("epoch", "loss", "reconstruction", "latent", "squared_error", "gam
               "grad_z_norm", "time_s")
 
 
-def run_cell(run_dir: Path, config: Config, arm: str, kappa: int, progress: bool = False,
-             data: tuple | None = None) -> dict:
+def run_cell(run_dir: Path, config: Config, arm: str, kappa: int,
+             progress: bool = False) -> dict:
     """Train and evaluate one (arm, kappa) in ``run_dir/<arm>/kappa<k>`` (skipped if done)."""
     spec = replace(config.model, latent_dim=kappa, arm=arm)
     stage = Stage(run_dir / arm / f"kappa{kappa}",
@@ -174,7 +175,7 @@ def run_cell(run_dir: Path, config: Config, arm: str, kappa: int, progress: bool
     if stage.done is not None:
         return stage.done
     with limit_threads(config.threads):
-        train_x, test_x, info = data if data is not None else load_vector_data(config.data)
+        train_x, test_x, info = load_vector_data(config.data)
         model = build(spec, info["shape"], config.train.seed)
         save_model_record(stage.folder, spec, info["shape"], config.train.seed)
         from balance.objectives import loss
@@ -259,22 +260,14 @@ def recheck(results: dict) -> dict:
 def main(config: Config, run_dir: Path | None = None, *, progress: bool = True) -> dict:
     """Run (or resume) every (arm, kappa) of ``config``; returns (and saves) the results of
     every finished run in the folder with the direction checks and the table."""
-    from balance.engine import run_cells
-
     run_dir = Path(run_dir or Path("runs") / NAME / config.preset)
     prepare_run(run_dir, sweep_identity(config), device=config.device)
-    todo = [(a, k) for a in config.arms for k in config.kappas
-            if not (run_dir / a / f"kappa{k}" / RESULTS_FILE).is_file()]
-    if config.workers > 1 and len(todo) > 1:
-        order = sorted(todo, key=lambda ak: -ak[1])  # largest kappa first: they take longest
-        run_cells(run_cell, [(run_dir, config, a, k) for a, k in order], config.workers,
-                  on_done=lambda cell, _: print(f"finished {cell[2]} kappa={cell[3]}",
-                                                flush=True))
-    elif todo:
-        with limit_threads(config.threads):
-            data = load_vector_data(config.data)
-        for arm, kappa in todo:
-            run_cell(run_dir, config, arm, kappa, progress, data)
+    order = sorted(((a, k) for a in config.arms for k in config.kappas),
+                   key=lambda ak: -ak[1])  # largest kappa first: they take longest
+    local = config.engine.name == "local"
+    run_cells(run_cell, [(run_dir, config, a, k, progress and local) for a, k in order],
+              config.engine, progress=progress and not local,
+              done=lambda cell: (run_dir / cell[2] / f"kappa{cell[3]}" / RESULTS_FILE).is_file())
     runs = collect(run_dir, sorted(set(config.kappas) | set(PAPER_TABLE1)))
     r = config.data.r if config.data.dataset == "manifold" else None
     results = {

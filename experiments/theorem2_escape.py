@@ -30,6 +30,7 @@ if __package__ in (None, ""):  # python experiments/theorem2_escape.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from balance import reporting
+from balance.engine import EngineConfig, run_cells
 from balance.experiment import run_script
 from balance.reporting import markdown_table
 from balance.runs import (
@@ -68,6 +69,7 @@ class Config:
     lr: float = 2e-3
     perturbation: float = 1e-3
     threads: int | None = 1
+    engine: EngineConfig = EngineConfig()
 
 
 def preset(name: str) -> Config:
@@ -102,20 +104,26 @@ def one_seed(arch: str, size: str, seed: int, config: Config) -> tuple[int | Non
                   generator=gen)
 
 
+def run_cell(run_dir: Path, config: Config, arch: str, size: str) -> dict:
+    """Every seed of one (decoder, size) in ``run_dir/<arch>_<size>`` (skipped when done)."""
+    stage = Stage(run_dir / f"{arch}_{size}", {"arch": arch, "size": size,
+                  **run_identity(config, drop=("archs", "sizes"))}, "cpu")
+    if stage.done is None:
+        with limit_threads(config.threads):
+            seeds = range(config.seed_offset, config.seed_offset + config.seeds)
+            runs = [one_seed(arch, size, s, config) for s in seeds]
+        stage.save({"arch": arch, "size": size, "seeds": list(seeds),
+                    "first": [r[0] for r in runs], "final": [r[1] for r in runs]})
+    return stage.done
+
+
 def main(config: Config, run_dir: Path | None = None, *, progress: bool = False) -> dict:
     run_dir = Path(run_dir or Path("runs") / NAME / config.preset)
     prepare_run(run_dir, run_identity(config, drop=("archs", "sizes")), device="cpu")
+    run_cells(run_cell, [(run_dir, config, a, s) for a in config.archs for s in config.sizes],
+              config.engine, progress=progress,
+              done=lambda cell: (run_dir / f"{cell[2]}_{cell[3]}" / RESULTS_FILE).is_file())
     cells = {}
-    with limit_threads(config.threads):
-        for arch in config.archs:
-            for size in config.sizes:
-                stage = Stage(run_dir / f"{arch}_{size}", {"arch": arch, "size": size,
-                              **run_identity(config, drop=("archs", "sizes"))}, "cpu")
-                if stage.done is None:
-                    seeds = range(config.seed_offset, config.seed_offset + config.seeds)
-                    runs = [one_seed(arch, size, s, config) for s in seeds]
-                    stage.save({"arch": arch, "size": size, "seeds": list(seeds),
-                                "first": [r[0] for r in runs], "final": [r[1] for r in runs]})
     for arch in ARCHS:  # every finished cell, from earlier invocations too
         for size in SIZES:
             path = run_dir / f"{arch}_{size}" / RESULTS_FILE

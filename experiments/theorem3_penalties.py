@@ -30,6 +30,7 @@ if __package__ in (None, ""):  # python experiments/theorem3_penalties.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from balance import reporting
+from balance.engine import EngineConfig, run_cells
 from balance.experiment import run_script
 from balance.reporting import markdown_table
 from balance.runs import RESULTS_FILE, Stage, prepare_run, results_header, run_identity, write_json
@@ -64,6 +65,7 @@ class Config:
     lr: float = 5e-2
     seed: int = 0
     threads: int | None = 1
+    engine: EngineConfig = EngineConfig()
 
 
 def preset(name: str) -> Config:
@@ -107,23 +109,32 @@ def fit(x: torch.Tensor, h: Penalty, seed: int, steps: int, lr: float) -> dict:
                 "u": u.tolist()}
 
 
+def _folder(run_dir: Path, name: str) -> Path:
+    return run_dir / name.replace("/", "_over_")
+
+
+def run_cell(run_dir: Path, config: Config, name: str) -> dict:
+    """Every start of one penalty in its folder (skipped when done)."""
+    stage = Stage(_folder(run_dir, name),
+                  {"penalty": PENALTIES[name], **run_identity(config, drop=("penalties",))},
+                  "cpu")
+    if stage.done is None:
+        with limit_threads(config.threads):
+            x = data(config.seed)
+            fits = [fit(x, PENALTIES[name], config.seed * 1000 + s, config.steps, config.lr)
+                    for s in range(config.starts)]
+        stage.save({"penalty": name, "bounded_gradient": PENALTIES[name].bounded_gradient,
+                    "fits": fits})
+    return stage.done
+
+
 def main(config: Config, run_dir: Path | None = None, *, progress: bool = False) -> dict:
     run_dir = Path(run_dir or Path("runs") / NAME / config.preset)
     prepare_run(run_dir, run_identity(config, drop=("penalties",)), device="cpu")
-    x = data(config.seed)
-    cells = {}
-    with limit_threads(config.threads):
-        for name in config.penalties:
-            stage = Stage(run_dir / name.replace("/", "_over_"),
-                          {"penalty": PENALTIES[name], **run_identity(config,
-                                                                      drop=("penalties",))},
-                          "cpu")
-            if stage.done is None:
-                fits = [fit(x, PENALTIES[name], config.seed * 1000 + s, config.steps, config.lr)
-                        for s in range(config.starts)]
-                stage.save({"penalty": name, "bounded_gradient": PENALTIES[name].bounded_gradient,
-                            "fits": fits})
-            cells[name] = stage.done
+    done = run_cells(run_cell, [(run_dir, config, name) for name in config.penalties],
+                     config.engine, progress=progress,
+                     done=lambda cell: (_folder(run_dir, cell[2]) / RESULTS_FILE).is_file())
+    cells = dict(zip(config.penalties, done, strict=True))
     results = {**results_header(NAME, config), "config": run_identity(config), "r": R,
                "kappa": KAPPA, "cells": cells, "checks": direction_checks(cells),
                "wall_time_s": float(sum(c["wall_time_s"] for c in cells.values()))}

@@ -136,8 +136,10 @@ def test_help(module, capsys):
 
 def test_resuming_elsewhere_is_the_same_run(tmp_path):
     # Every experiment hands prepare_run its config without the run environment (device,
-    # progress, threads, workers; balance.runs.run_identity), so a resume on another device, with
-    # other thread counts or without progress bars is not refused as a different run.
+    # progress, threads, engine; balance.runs.run_identity), so a resume on another device, with
+    # other thread counts, on another engine or without progress bars is not refused as a
+    # different run.
+    from balance.engine import EngineConfig
     from balance.runs import ConfigMismatchError
     from experiments import affine_landscape, dae_sweep, kappa_sweep, rae_table
 
@@ -150,7 +152,8 @@ def test_resuming_elsewhere_is_the_same_run(tmp_path):
                 config.train, device="cuda", progress=not config.train.progress))
         assert run_identity(moved) == run_identity(config)
     sweep = kappa_sweep.preset("quick")
-    moved = dataclasses.replace(sweep, workers=1, arms=("none",), **elsewhere,
+    moved = dataclasses.replace(sweep, engine=EngineConfig("ray", cpus_per_run=2),
+                                arms=("none",), **elsewhere,
                                 train=dataclasses.replace(sweep.train, progress=False))
     assert kappa_sweep.sweep_identity(moved) == kappa_sweep.sweep_identity(sweep)
     landscape = affine_landscape.preset("quick")

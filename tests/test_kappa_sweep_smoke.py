@@ -97,8 +97,10 @@ def test_cli_arms_kappas_and_overrides():
                       "--set", "train.epochs=7", "--set", "model.width=12")
     assert config.arms == ("none",) and config.kappas == (3, 5)
     assert config.train.epochs == 7 and config.model.width == 12
-    config = resolved("--preset", "manifold_quick", "--workers", "1")
-    assert config.data.dataset == "manifold" and config.workers == 1
+    config = resolved("--preset", "manifold_quick", "--engine", "ray", "--address",
+                      "10.0.0.1:6379", "--gpus-per-run", "0.25")
+    assert config.data.dataset == "manifold" and config.engine.name == "ray"
+    assert config.engine.address == "10.0.0.1:6379" and config.engine.gpus_per_run == 0.25
     assert resolved().arms == kappa_sweep.ARMS  # quick: every arm
     with pytest.raises(OverrideError, match="unknown arms"):
         resolved("--arms", "skip")

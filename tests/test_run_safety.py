@@ -50,12 +50,14 @@ def test_a_second_process_on_a_run_folder_is_refused_with_the_holder(tmp_path):
 
 
 def test_workers_end_when_their_parent_is_killed(tmp_path):
+    pytest.importorskip("ray")
     parent = f"""
 import sys, time
 sys.path.insert(0, {str(ROOT)!r})
-from balance.engine import run_cells
+from balance.engine import EngineConfig, run_cells
 from tests.test_run_safety import _sleeping_cell
-run_cells(_sleeping_cell, [({str(tmp_path)!r}, i) for i in range(2)], workers=2)
+run_cells(_sleeping_cell, [({str(tmp_path)!r}, i) for i in range(2)],
+          EngineConfig("ray", num_cpus=2))
 """
     proc = subprocess.Popen([sys.executable, "-c", parent], env=ENV)
     pids: list[int] = []

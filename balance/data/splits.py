@@ -142,13 +142,27 @@ def load_manifold(n_train: int, n_test: int, d: int, r: int, *, noise: float = 0
     return x[:n_train], x[n_train:]
 
 
+def load_subspace(n_train: int, n_test: int, d: int, r: int, *, noise: float = 0.01,
+                  seed: int = 0) -> tuple[Tensor, Tensor]:
+    """``(train, test)`` float32 points ``[N, d]`` of one draw of
+    :func:`balance.data.synthetic.affine_subspace` (an r-dimensional affine subspace of R^d)
+    from ``seed``, the first ``n_train`` for training."""
+    from balance.data.synthetic import affine_subspace
+
+    points = affine_subspace(n_train + n_test, d, r,
+                             generator=torch.Generator().manual_seed(seed), noise=noise)
+    x = check_images(points.x.float(), (d,), "subspace data")
+    return x[:n_train], x[n_train:]
+
+
 @dataclass(frozen=True)
 class VectorData:
-    """The data of the kappa sweep. MNIST: ``train_limit`` / ``test_limit`` random images of
-    the official splits (None: all), drawn with ``seed``. Manifold: ``n_train`` + ``n_test``
-    points of ``nonlinear_manifold(d, r, noise)`` from ``seed`` (:func:`load_manifold`)."""
+    """Vector data of the MLP experiments. MNIST: ``train_limit`` / ``test_limit`` random images
+    of the official splits (None: all), drawn with ``seed``. Manifold / subspace: ``n_train`` +
+    ``n_test`` points of ``nonlinear_manifold(d, r, noise)`` / ``affine_subspace(d, r, noise)``
+    from ``seed`` (:func:`load_manifold`, :func:`load_subspace`): data of known rank r."""
 
-    dataset: str = "mnist"  # or "manifold"
+    dataset: str = "mnist"  # or "manifold", "subspace"
     root: str | None = None
     train_limit: int | None = None
     test_limit: int | None = None
@@ -166,11 +180,12 @@ def load_vector_data(data: VectorData) -> tuple[Tensor, Tensor, dict]:
         train_x, test_x = load_images("mnist", data.root, data.train_limit, data.test_limit,
                                       data.seed)
         info = {"dataset": "mnist", "shape": [1, 28, 28], "r": None}
-    elif data.dataset == "manifold":
-        train_x, test_x = load_manifold(data.n_train, data.n_test, data.d, data.r,
-                                        noise=data.noise, seed=data.seed)
-        info = {"dataset": "manifold", "shape": [data.d], "r": data.r, "noise": data.noise}
+    elif data.dataset in ("manifold", "subspace"):
+        loader = load_manifold if data.dataset == "manifold" else load_subspace
+        train_x, test_x = loader(data.n_train, data.n_test, data.d, data.r, noise=data.noise,
+                                 seed=data.seed)
+        info = {"dataset": data.dataset, "shape": [data.d], "r": data.r, "noise": data.noise}
     else:
-        raise ValueError(f"unknown dataset {data.dataset!r}; choose mnist or manifold")
+        raise ValueError(f"unknown dataset {data.dataset!r}; choose mnist, manifold or subspace")
     info.update(n_train=int(train_x.shape[0]), n_test=int(test_x.shape[0]))
     return train_x.contiguous(), test_x.contiguous(), info

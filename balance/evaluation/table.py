@@ -21,6 +21,7 @@ Run folder::
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -28,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from balance.engine import EngineConfig, run_cells
 from balance.evaluation.columns import ColumnsConfig, sample_columns
 from balance.evaluation.images import ImageScorer
 from balance.models.autoencoder import AEConfig
@@ -104,6 +106,7 @@ class TableConfig:
     eval: ColumnsConfig = ColumnsConfig()
     device: str = "auto"
     threads: int | None = None
+    engine: EngineConfig = EngineConfig()
 
 
 def row_model(row: TableRow, net: ConvSpec) -> ConvSpec:
@@ -159,6 +162,21 @@ class _Data:
                                        seed=self.config.eval.seed,
                                        device=pick_device(self.config.device))
         return self._scorer
+
+
+@functools.lru_cache(maxsize=1)
+def _shared_data(config: TableConfig) -> _Data:
+    """One table's images and scorer per process: every row of a table (in this process or
+    in one engine worker) uses the same."""
+    return _Data(config)
+
+
+def _row_cell(row: TableRow, config: TableConfig, run_dir: Path, progress: bool) -> dict:
+    """One row as an engine cell (``balance.engine.run_cells``)."""
+    from balance.threads import limit_threads
+
+    with limit_threads(config.threads):
+        return run_row(row, config, _shared_data(config), run_dir, progress)
 
 
 def run_row(row: TableRow, config: TableConfig, data: _Data, run_dir: Path,
@@ -232,10 +250,14 @@ def run_rows(name: str, config: TableConfig, run_dir: Path,
     the tables (name, preset, device, held-out reference scores, rows, FID status, times)."""
     from balance.threads import limit_threads
 
+    prepare_run(run_dir, table_identity(config), device=config.device)
+    local = config.engine.name == "local"
+    done = run_cells(_row_cell, [(row, config, run_dir, progress and local) for row in config.rows],
+                     config.engine, progress=progress and not local,
+                     done=lambda cell: (run_dir / cell[0].name / "results.json").is_file())
+    models = {row.name: result for row, result in zip(config.rows, done, strict=True)}
+    data = _shared_data(config)
     with limit_threads(config.threads):
-        prepare_run(run_dir, table_identity(config), device=config.device)
-        data = _Data(config)
-        models = {row.name: run_row(row, config, data, run_dir, progress) for row in config.rows}
         combine_samples(run_dir, list(models))
         fid = any(isinstance(c.get("fid"), float) for m in models.values()
                   for c in m["columns"].values())

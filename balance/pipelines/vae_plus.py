@@ -24,6 +24,7 @@ from torch import Tensor
 
 from balance.data.splits import CelebAData, load_celeba_train_eval
 from balance.density_estimation import SecondStageConfig
+from balance.engine import EngineConfig, run_cells
 from balance.evaluation.codec import Codec, batched_map
 from balance.evaluation.images import (
     FIDScorer,
@@ -37,7 +38,7 @@ from balance.evaluation.images import (
 from balance.models.registry import ConvSpec, build, load_model, save_model_record
 from balance.models.vae import GammaConfig
 from balance.models.vae_plus import FeatureModelSpec, VAEPlus, attach_autoencoder
-from balance.runs import Stage
+from balance.runs import RESULTS_FILE, Stage
 from balance.train import TrainConfig, train
 
 __all__ = ["MODELS", "Stages", "VAEPlusConfig", "VAEPlusEval", "Features"]
@@ -105,7 +106,7 @@ class VAEPlusConfig:
     eval: VAEPlusEval = VAEPlusEval()
     device: str = "auto"
     threads: int | None = None
-
+    engine: EngineConfig = EngineConfig()
 
 
 #: feature model -> (arm, deterministic encoder, objective kind, its training config field).
@@ -186,6 +187,17 @@ class Stages:
             out["gamma_final"] = model.gamma
         return stage.save(out)
 
+    def feature_models(self) -> dict[str, dict]:
+        """2-4 once the AE (their input) is trained: on the config's engine, so that Ray runs
+        the three at once (each task loads the data itself)."""
+        self.ae()
+        if self.config.engine.name == "local":
+            return {kind: self.feature_model(kind) for kind in FEATURE_MODELS}
+        cells = [(self.config, self.run_dir, kind) for kind in FEATURE_MODELS]
+        done = run_cells(_feature_cell, cells, self.config.engine, progress=self.progress,
+                         done=lambda cell: (self.run_dir / cell[2] / RESULTS_FILE).is_file())
+        return dict(zip(FEATURE_MODELS, done, strict=True))
+
     def model(self, kind: str):
         """A trained feature model, rebuilt from its run folder, on the run's device."""
         from balance.runs import pick_device
@@ -239,6 +251,14 @@ class Stages:
             "grid_rows": ["real"] + list(MODELS), "recon_grid_rows": ["real"] + recon_kinds,
             "device": c.device,
         })
+
+
+def _feature_cell(config: VAEPlusConfig, run_dir: Path, kind: str) -> dict:
+    """One feature model as an engine cell."""
+    from balance.threads import limit_threads
+
+    with limit_threads(config.threads):
+        return Stages(config, run_dir, progress=False).feature_model(kind)
 
 
 def generate(c: VAEPlusConfig, models: dict, stage2, eval_x: Tensor) -> tuple[dict, dict]:
