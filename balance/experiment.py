@@ -33,6 +33,7 @@ and ends with ``if __name__ == "__main__": balance.experiment.run_script(module,
     --address HOST:PORT      ``engine`` field, a :class:`balance.engine.EngineConfig`): this
     --cpus-per-run N         process, or Ray tasks on the cluster at --address (else a Ray
     --gpus-per-run F         instance started here); per-task resources, fractions allowed
+    --precision bf16         every training run's forward under bfloat16 autocast (GPU)
 
 The run folder gets ``resolved_config.json``: the full config after presets, file and
 overrides, loadable with ``--config``. Problems the user can fix (missing data or weights, a
@@ -191,6 +192,9 @@ def _parser(script: ModuleType) -> argparse.ArgumentParser:
         p.add_argument("--cpus-per-run", type=float, default=None, help="CPUs per Ray task")
         p.add_argument("--gpus-per-run", type=float, default=None,
                        help="GPUs per Ray task; fractions share a GPU, e.g. 0.25")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default=None,
+                   help="bf16: every training run's forward under bfloat16 autocast (GPU conv "
+                        "models; losses and metrics stay float32); sets each train.precision")
     _add_flags(p, script)
     add = getattr(script, "add_arguments", None)
     if add is not None:
@@ -246,7 +250,25 @@ def resolve(script: ModuleType, args: argparse.Namespace) -> Any:
     if args.data_root is not None:
         config = set_field(config, getattr(script, "DATA_ROOT_FIELD", "data.root"),
                            args.data_root)
+    if args.precision is not None:
+        from balance.train import TrainConfig
+
+        config = _replace_every(config, TrainConfig, precision=args.precision)
     return apply_overrides(config, args.overrides)
+
+
+def _replace_every(value: Any, cls: type, **changes: Any) -> Any:
+    """``value`` with ``changes`` applied to every ``cls`` instance in it (nested dataclasses
+    and tuples included)."""
+    if isinstance(value, cls):
+        return dataclasses.replace(value, **changes)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        updated = {f.name: _replace_every(getattr(value, f.name), cls, **changes)
+                   for f in dataclasses.fields(value) if f.init}
+        return dataclasses.replace(value, **updated)
+    if isinstance(value, tuple):
+        return tuple(_replace_every(v, cls, **changes) for v in value)
+    return value
 
 
 def default_run_dir(script: ModuleType, config: Any) -> Path:

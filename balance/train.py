@@ -87,6 +87,7 @@ SYNC_SECONDS = 0.5
 RESUMABLE_FIELDS = frozenset({"epochs", "progress", "device", "checkpoint_every", "compile",
                               "tf32", "data_placement"})
 PLACEMENTS = ("auto", "device", "host")
+PRECISIONS = ("fp32", "bf16")
 # Keys of each epoch record set by the trainer; log terms may not use them.
 RESERVED_KEYS = frozenset(
     {"epoch", "step", "steps", "samples", "lr", "time_s", "eval_time_s", "loss", "grad_norm"}
@@ -131,6 +132,10 @@ class TrainConfig:
     and checkpoints are unchanged.
     tf32: allow TensorFloat-32 matrix products on CUDA (Ampere and newer); a process-wide torch
     setting, left on after training.
+    precision: ``"fp32"`` or ``"bf16"``: the model's forward (and so its backward) under
+    ``torch.autocast`` to bfloat16, meant for the conv models on a GPU; the model's outputs are
+    cast back to float32 before the loss, so every loss term, gamma and the logged values stay
+    float32 (or the model's dtype), and the parameters and optimizer state stay float32.
     data_placement: where the data tensors are held: ``"device"`` (moved once), ``"host"``
     (CPU memory, pinned when CUDA is there; each batch copied asynchronously) or ``"auto"``
     (the device when the data fit in 80% of its free memory, else the host; always the device
@@ -157,6 +162,7 @@ class TrainConfig:
     compile: bool = False
     tf32: bool = False
     data_placement: str = "auto"
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         # Accept lists (e.g. from JSON or argparse) for the tuple fields.
@@ -187,6 +193,8 @@ class TrainConfig:
             problems.append(f"seed must be in [0, 2**32), got {self.seed}")
         if self.checkpoint_every < 1:
             problems.append(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.data_placement not in PLACEMENTS:
             problems.append(f"data_placement must be one of {PLACEMENTS}, got "
                             f"{self.data_placement!r}")
@@ -499,6 +507,51 @@ def _shard(global_sizes: np.ndarray, rank: int, world: int) -> np.ndarray:
     return (sizes // world + (rank < sizes % world)).astype(np.float64)
 
 
+def _to_float32(value: Any) -> Any:
+    """``value`` with every low-precision floating tensor in it (also inside tuples, lists,
+    dicts and dataclasses such as ``ModelOutput``) cast to float32."""
+    import dataclasses
+
+    if isinstance(value, torch.Tensor):
+        return value.float() if value.dtype in (torch.bfloat16, torch.float16) else value
+    if isinstance(value, tuple | list):
+        return type(value)(_to_float32(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _to_float32(v) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.replace(value, **{f.name: _to_float32(getattr(value, f.name))
+                                             for f in dataclasses.fields(value) if f.init})
+    return value
+
+
+class _Autocast:
+    """The model as a loss function sees it with ``precision="bf16"``: its forward runs
+    under ``torch.autocast`` (bfloat16), and the outputs of its top-level submodules (encoder,
+    decoder) and of the model come back as float32 (forward hooks, removed by :meth:`close`).
+    So the code between them (the reparameterisation) and every loss term run in float32 on the
+    very tensors the graph holds (a loss may hook the gradient of ``z``); attributes come from
+    the model itself."""
+
+    def __init__(self, call: Any, model: torch.nn.Module, device: torch.device) -> None:
+        self._call = call  # the model, or its DistributedDataParallel wrapper
+        self._model = model
+        self._device_type = device.type
+        self._hooks = [child.register_forward_hook(lambda m, i, out: _to_float32(out))
+                       for child in model.children()]
+
+    def close(self) -> None:
+        for hook in self._hooks:
+            hook.remove()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with torch.autocast(self._device_type, dtype=torch.bfloat16):
+            out = self._call(*args, **kwargs)
+        return _to_float32(out)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+
 class _Replica:
     """The model as a loss function sees it under data parallelism: calls go through
     ``DistributedDataParallel`` (whose backward hooks all-reduce the gradients), attributes
@@ -689,13 +742,6 @@ def train(
             "placement": placement, "device": str(device),
             "tensors": [{"shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", ""),
                          "bytes": t.numel() * t.element_size()} for t in tensors]})
-    stepped = model
-    if world > 1:  # every rank now holds the same (fresh or resumed) state
-        from torch.nn.parallel import DistributedDataParallel
-
-        stepped = _Replica(DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=False))
     if config.compile:  # each top-level submodule in place: state keys and tensor hooks kept
         for child in list(model.children()) or [model]:
             child.compile()
@@ -705,6 +751,16 @@ def train(
     if start_epoch >= config.epochs:
         model.train(was_training)
         return history
+    stepped: Any = model  # what the loss function calls
+    if world > 1:  # every rank now holds the same (fresh or resumed) state
+        from torch.nn.parallel import DistributedDataParallel
+
+        stepped = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    if config.precision == "bf16":
+        stepped = _Autocast(stepped, model, device)
+    elif world > 1:
+        stepped = _Replica(stepped)
 
     try:
         with tqdm(
@@ -738,6 +794,8 @@ def train(
                 epoch_bar.set_postfix(loss=f"{record['loss']:.5g}", refresh=False)
     finally:
         model.train(was_training)
+        if isinstance(stepped, _Autocast):
+            stepped.close()
     return history
 
 
@@ -756,11 +814,11 @@ def _run_epoch(
     clip: float | None,
     log_grad_norm: bool,
     n: int,
-    stepped: torch.nn.Module,
+    stepped: Any,
 ) -> tuple[dict[str, Any], int]:
     """One pass over the data; returns the epoch's record and the new global step.
-    ``stepped``: the module the loss function is called with (``model``, or its compiled
-    form)."""
+    ``stepped``: what the loss function is called with (``model``, or its data-parallel or
+    autocast view)."""
     from balance import distributed
 
     device = tensors[0].device

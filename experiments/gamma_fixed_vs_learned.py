@@ -287,8 +287,10 @@ def run_resolution(run_dir: Path, config: Config, res: ResolutionConfig,
     with limit_threads(config.threads):
         data = None
         if any(not (folder / v / RESULTS_FILE).is_file() for v in VARIANTS):
+            # training images as uint8 bytes: full CelebA-128 is 8.0 GB so, 32.0 GB as float32
             data = load_celeba_train_eval(config.data, res.resolution,
-                                          train_limit=res.train_limit, progress=progress)
+                                          train_limit=res.train_limit, progress=progress,
+                                          train_as_bytes=True)
         learned = run_variant(folder / "learned", config, res, "learned",
                               res.model.gamma.init, data, progress)
         # Run 2 reads gamma* from run 1's saved results (not from memory).

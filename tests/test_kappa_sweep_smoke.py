@@ -101,6 +101,7 @@ def test_cli_arms_kappas_and_overrides():
                       "10.0.0.1:6379", "--gpus-per-run", "0.25")
     assert config.data.dataset == "manifold" and config.engine.name == "ray"
     assert config.engine.address == "10.0.0.1:6379" and config.engine.gpus_per_run == 0.25
+    assert resolved("--precision", "bf16").train.precision == "bf16"
     assert resolved().arms == kappa_sweep.ARMS  # quick: every arm
     with pytest.raises(OverrideError, match="unknown arms"):
         resolved("--arms", "skip")
