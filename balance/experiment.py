@@ -306,6 +306,12 @@ def cli(script: ModuleType, argv: Sequence[str] | None = None) -> dict:
     """Parse ``argv``, run (or resume) the experiment, print its report; returns the results."""
     args = _parser(script).parse_args(argv)
     config = resolve(script, args)
+    from balance import distributed
+
+    if distributed.world_size() > 1:  # under torchrun: join the job before any stage
+        from balance.runs import pick_device
+
+        distributed.init(pick_device(getattr(config, "device", "auto")))
     run_dir = Path(args.run_dir) if args.run_dir is not None else default_run_dir(script, config)
     finished = run_dir / "results.json"
     if finished.is_file() and not os.access(run_dir, os.W_OK):  # e.g. a shared, read-only copy
@@ -322,7 +328,10 @@ def cli(script: ModuleType, argv: Sequence[str] | None = None) -> dict:
     else:
         write_json(run_dir / RESOLVED_CONFIG_FILE, config)
         results = script.main(config, run_dir, progress=args.progress)
-    print(script.report(results))
+    from balance.distributed import is_writer
+
+    if is_writer():  # under torchrun: rank 0 reports
+        print(script.report(results))
     return results
 
 

@@ -724,10 +724,13 @@ class Stage:
                  device: str | torch.device | None = None):
         import time
 
+        from balance.distributed import barrier
+
         self.folder = Path(folder)
         self._start = time.perf_counter()
         path = self.folder / RESULTS_FILE
         self.done: dict | None = read_json(path) if path.is_file() else None
+        barrier()  # under torchrun: every rank has read before rank 0 may write
         self._earlier = 0.0
         if self.done is None and identity is not None:
             prepare_run(self.folder, identity, device=device)

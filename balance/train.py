@@ -755,8 +755,11 @@ def train(
     if world > 1:  # every rank now holds the same (fresh or resumed) state
         from torch.nn.parallel import DistributedDataParallel
 
+        # static_graph: the parameters a model uses are the same every step (some, e.g. a
+        # frozen feature extractor's, never get a gradient), which DDP then handles cheaply
         stepped = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            static_graph=True)
     if config.precision == "bf16":
         stepped = _Autocast(stepped, model, device)
     elif world > 1:

@@ -117,6 +117,9 @@ def test_full_preset_is_the_papers_grid_on_all_of_mnist():
     assert config.eval.iwae_limit is None  # NLL on all 10,000 test images
     assert config.arms == ("residual", "none")
     assert config.model.encoder_depth == 5 and config.model.decoder_blocks == 3  # 6 + 3 x 2
+    assert not config.train.compile  # a CPU preset: compile does not pay there
+    paper = kappa_sweep.preset("paper")  # a GPU preset: the launch-bound step is compiled
+    assert paper.train.compile and paper.train.tf32 and paper.eval.iwae_k == 5000
 
 
 def test_bad_data_gets_clear_errors():
