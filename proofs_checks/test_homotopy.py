@@ -26,7 +26,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-import torch
 
 from balance.data.splits import VectorData, load_vector_data
 from balance.evaluation.vae import prior_match_metrics
