@@ -15,6 +15,8 @@ and ``log_prob(z [M, k]) -> [M]`` (nats) where it is cheap:
   10 components, ``max_iter = 2000``, ``tol = 1e-3`` (the RAE reference's ``GMM_10``), seeded.
 - :class:`KernelDensity` (``"kde"``): a Gaussian KDE, bandwidth by cross-validation.
 - ``"dpgmm"``: :class:`GaussianMixture` with a Dirichlet-process prior on the weights.
+- :class:`NormalizingFlow` (``"flow"``, ``"realnvp"``, ``"maf"``, ``"nsf"``): a zuko flow
+  trained by maximum likelihood with :func:`balance.train.train`.
 - :class:`SecondStageVAE` (``"vae2"``): a Gaussian VAE on the codes (Dai & Wipf 2019: encoder and
   decoder MLPs of three 1024-unit ReLU layers whose output is concatenated with their input,
   linear heads, a learnable scalar variance gamma_z of the decoder), trained with
@@ -292,6 +294,120 @@ class KernelDensity(DensityEstimator):
         return _sklearn_log_prob(self, z)
 
 
+# ----------------------------------------------------------------------------- flows
+
+#: Flow families of :class:`NormalizingFlow` (zuko's classes).
+FLOWS = ("realnvp", "maf", "nsf")
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    """A normalizing flow on codes: ``kind`` (``realnvp``: affine coupling layers, Dinh et al.
+    2017; ``maf``: masked autoregressive affine layers, Papamakarios et al. 2017; ``nsf``:
+    autoregressive rational-quadratic splines, Durkan et al. 2019), ``transforms`` layers of
+    MLPs with ``hidden`` units, trained by maximum likelihood (Adam, ``epochs``, ``batch_size``,
+    ``lr``) through :func:`balance.train.train`. ``normalise`` standardises the codes first."""
+
+    kind: str = "realnvp"
+    transforms: int = 5
+    hidden: tuple[int, ...] = (128, 128)
+    epochs: int = 100
+    batch_size: int = 256
+    lr: float = 1e-3
+    normalise: bool = True
+    seed: int = 0
+    device: str = "cpu"
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        if self.kind not in FLOWS:
+            raise ValueError(f"unknown flow {self.kind!r}; choose one of {FLOWS}")
+
+
+def flow_nll(model: nn.Module, batch: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    """Trainer loss of a zuko flow: the mean negative log-likelihood (nats per code)."""
+    nll = -model().log_prob(batch).mean()
+    return nll, {"nll": nll.detach()}
+
+
+class NormalizingFlow(DensityEstimator):
+    """A normalizing flow fitted to the codes (RealNVP, MAF or NSF; :class:`FlowConfig`), the
+    invertible alternative to a second-stage VAE for sampling q(z) (004 section 5).
+
+    The flows are zuko's (``zuko.flows``): a small, maintained library whose flows are plain
+    ``nn.Module`` objects, so they train through the package's own loop (progress, checkpoint,
+    resume with ``fit(codes, run_dir=...)``) and run on any torch device. ``log_prob`` is exact
+    (change of variables, the standardisation's Jacobian included); ``sample`` maps base draws
+    from ``generator`` through the inverse transform.
+    """
+
+    def __init__(self, config: FlowConfig | None = None, **overrides):
+        config = config or FlowConfig()
+        self.config = replace(config, **overrides) if overrides else config
+        self.flow = None
+        self.history = None
+        self.shift: Tensor | None = None
+        self.scale: Tensor | None = None
+
+    def fit(self, codes: Tensor, *, run_dir: str | Path | None = None) -> NormalizingFlow:
+        import zuko
+
+        from balance.train import TrainConfig, train
+
+        codes = check_codes(codes, min_count=2)
+        self._remember(codes)
+        c = codes.detach().to("cpu", torch.float32)
+        cfg = self.config
+        self.shift = c.mean(0) if cfg.normalise else torch.zeros(self.dim)
+        self.scale = c.std(0).clamp_min(1e-6) if cfg.normalise else torch.ones(self.dim)
+        family = {"realnvp": zuko.flows.RealNVP, "maf": zuko.flows.MAF,
+                  "nsf": zuko.flows.NSF}[cfg.kind]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)  # reproducible initial weights, global RNG untouched
+            self.flow = family(self.dim, transforms=cfg.transforms, hidden_features=cfg.hidden)
+        train_config = TrainConfig(epochs=cfg.epochs, batch_size=min(cfg.batch_size, len(c)),
+                                   lr=cfg.lr, seed=cfg.seed, device=cfg.device,
+                                   progress=cfg.progress)
+        self.history = train(self.flow, flow_nll, (c - self.shift) / self.scale, train_config,
+                             run_dir=run_dir)
+        self.flow.to("cpu").eval()
+        return self
+
+    def _check_fitted(self) -> None:
+        super()._check_fitted()
+        if self.flow is None:
+            raise RuntimeError("NormalizingFlow is not fitted: call fit(codes) first")
+
+    @torch.no_grad()
+    def log_prob(self, z: Tensor) -> Tensor:
+        """log q(z), [M], nats: the flow's density of the standardised codes minus
+        sum(log scale)."""
+        self._check_fitted()
+        z = check_codes(z, dim=self.dim)
+        u = (z.detach().to("cpu", torch.float32) - self.shift) / self.scale
+        lp = self.flow().log_prob(u).double() - self.scale.double().log().sum()
+        return lp.to(z.device, z.dtype)
+
+    @torch.no_grad()
+    def sample(self, n, *, generator=None, dtype=None, device=None) -> Tensor:
+        self._check_fitted()
+        dist = self.flow()
+        eps = _randn((n, self.dim), generator, torch.float32)
+        base = dist.base
+        u = dist.transform.inv(base.mean + base.stddev * eps)  # the base: a diagonal normal
+        return self._out(u * self.scale + self.shift, dtype, device)
+
+    def round_trip_error(self, z: Tensor) -> float:
+        """max |f^-1(f(u)) - u| over the standardised ``z``: the flow's numerical
+        invertibility."""
+        self._check_fitted()
+        u = (z.detach().to("cpu", torch.float32) - self.shift) / self.scale
+        t = self.flow().transform
+        with torch.no_grad():
+            return float((t.inv(t(u)) - u).abs().max())
+
+
 # ----------------------------------------------------------------------------- second stage
 
 
@@ -325,8 +441,12 @@ class SecondStageConfig:
     batch 64, lr 1e-4 halved every 300 of 800 epochs). ``latent_dim=None`` uses k.
 
     ``normalise`` standardises the codes (per-dimension mean and std of the training codes)
-    before fitting and undoes it when sampling; ``sample_noise`` adds sqrt(gamma_z) eps to the
-    decoded means as Dai & Wipf's generator does.
+    before fitting and undoes it when sampling. As Dai & Wipf: ``resample`` draws the codes
+    z ~ q(z | x) afresh at every step from the stored (mu_z, logvar_z) of the first stage
+    (``fit(mu, logvar=...)``), and ``sample_noise`` adds sqrt(gamma_z) eps, the learned
+    variance of the second stage's decoder, to the decoded means when sampling. With
+    ``resample=False, sample_noise=False`` (this package's earlier behaviour, kept for
+    comparison) the stage fits one fixed draw per image and samples the decoder means.
     """
 
     width: int = 1024
@@ -339,10 +459,22 @@ class SecondStageConfig:
     lr_decay: float = 0.5
     log_gamma_init: float = 0.0
     normalise: bool = True
-    sample_noise: bool = False
+    resample: bool = True
+    sample_noise: bool = True
     seed: int = 0
     device: str = "cpu"
     progress: bool = False
+
+
+def resampled_vae_loss(model: nn.Module, batch: tuple[Tensor, Tensor]):
+    """The second stage's loss on codes drawn afresh: ``batch = (mu, logvar)`` of the first
+    stage's posteriors; z = mu + exp(logvar / 2) eps with eps from torch's global generator
+    (which the trainer seeds and checkpoints, so a resumed run draws the same), then the
+    negative ELBO of z (:func:`balance.objectives.elbo.vae_loss`)."""
+    from balance.objectives.elbo import vae_loss
+
+    mu, logvar = batch
+    return vae_loss(model, mu + (0.5 * logvar).exp() * torch.randn_like(mu))
 
 
 class SecondStageVAE(DensityEstimator):
@@ -363,7 +495,11 @@ class SecondStageVAE(DensityEstimator):
         self.shift: Tensor | None = None
         self.scale: Tensor | None = None
 
-    def fit(self, codes: Tensor, *, run_dir: str | Path | None = None) -> SecondStageVAE:
+    def fit(self, codes: Tensor, *, logvar: Tensor | None = None,
+            run_dir: str | Path | None = None) -> SecondStageVAE:
+        """Train on ``codes [N, k]``: with ``logvar`` (the first stage's posterior
+        log-variances) and ``config.resample``, ``codes`` are the posterior means and every
+        step draws z ~ N(mu, exp(logvar)) afresh; otherwise the codes are used as they are."""
         from balance.models.vae import GammaConfig, GaussianVAE
         from balance.objectives.elbo import vae_loss
         from balance.train import TrainConfig, train
@@ -371,13 +507,22 @@ class SecondStageVAE(DensityEstimator):
         codes = check_codes(codes, min_count=2)
         self._remember(codes)
         c = codes.detach().to("cpu", torch.float32)
-        if self.config.normalise:
+        resample = logvar is not None and self.config.resample
+        if resample:
+            lv = check_codes(logvar, min_count=len(c), dim=self.dim).detach().to(
+                "cpu", torch.float32)
+        if self.config.normalise:  # the law of z: mean of mu, variance of mu + E[sigma^2]
             self.shift = c.mean(0)
-            self.scale = c.std(0).clamp_min(1e-6)
+            var = c.var(0) + (lv.exp().mean(0) if resample else 0.0)
+            self.scale = var.sqrt().clamp_min(1e-6)
         else:
             self.shift = torch.zeros(self.dim)
             self.scale = torch.ones(self.dim)
         data = (c - self.shift) / self.scale
+        loss_fn = vae_loss
+        if resample:
+            data = (data, lv - 2 * self.scale.log())  # log-variances of the standardised z
+            loss_fn = resampled_vae_loss
         cfg = self.config
         latent = cfg.latent_dim or self.dim
         with torch.random.fork_rng(devices=[]):
@@ -390,7 +535,7 @@ class SecondStageVAE(DensityEstimator):
             )
         train_config = TrainConfig(
             epochs=cfg.epochs,
-            batch_size=min(cfg.batch_size, data.shape[0]),
+            batch_size=min(cfg.batch_size, len(c)),
             lr=cfg.lr,
             lr_milestones=tuple(cfg.lr_milestones),
             lr_decay=cfg.lr_decay,
@@ -398,7 +543,7 @@ class SecondStageVAE(DensityEstimator):
             device=cfg.device,
             progress=cfg.progress,
         )
-        self.history = train(self.model, vae_loss, data, train_config, run_dir=run_dir)
+        self.history = train(self.model, loss_fn, data, train_config, run_dir=run_dir)
         self.model.to("cpu").eval()
         return self
 
@@ -456,6 +601,7 @@ ESTIMATORS: dict[str, type[DensityEstimator]] = {
     "gmm": GaussianMixture,
     "dpgmm": GaussianMixture,  # with dirichlet_process=True (make_estimator sets it)
     "kde": KernelDensity,
+    "flow": NormalizingFlow,
     "vae2": SecondStageVAE,
 }
 
@@ -463,12 +609,15 @@ ESTIMATORS: dict[str, type[DensityEstimator]] = {
 def make_estimator(name: str, **kwargs) -> DensityEstimator:
     """Estimator by name: ``"normal"``, ``"mvg"``, ``"gmm"`` (``"gmm<k>"``: k components, the
     RAE code's GMM_1 ... GMM_200), ``"dpgmm"`` (Dirichlet-process GMM, at most 20 components
-    unless ``n_components`` is given), ``"kde"``, ``"vae2"``; kwargs: the class's."""
+    unless ``n_components`` is given), ``"kde"``, ``"flow"`` / ``"realnvp"`` / ``"maf"`` /
+    ``"nsf"`` (a normalizing flow), ``"vae2"``; kwargs: the class's."""
     import re
 
     match = re.fullmatch(r"gmm(\d+)", name)
     if match:
         return GaussianMixture(int(match.group(1)), **kwargs)
+    if name in FLOWS:  # "realnvp", "maf", "nsf": a flow of that kind
+        return NormalizingFlow(kind=name, **kwargs)
     if name == "dpgmm":
         kwargs.setdefault("n_components", 20)
         return GaussianMixture(dirichlet_process=True, **kwargs)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from balance.density_estimation import SecondStageConfig
+from balance.density_estimation import FlowConfig, SecondStageConfig
 from balance.evaluation.codec import Codec
 from balance.evaluation.images import ImageScorer, to_uint8
 
@@ -34,31 +34,45 @@ INTERP_STEPS = 8
 @dataclass(frozen=True)
 class ColumnsConfig:
     """Images per column (``n_samples``; also the test images compared against), NDB bins,
-    ex-post densities (``samplers``), the GMM's settings, the second stage, batch size, seed."""
+    KID subsets (``kid_subsets`` of ``kid_subset_size``) and PRD clusterings (``prd_runs``; 0:
+    no PRD), ex-post densities (``samplers``: ``normal``, ``mvg``, ``gmm``, ``dpgmm``, ``kde``,
+    ``flow`` / ``realnvp`` / ``maf`` / ``nsf``), the GMM's settings, the flow (``flow``), the
+    second stage, batch size, seed."""
 
     n_samples: int = 1000
     ndb_bins: int = 20
+    kid_subsets: int = 20
+    kid_subset_size: int = 500
+    prd_runs: int = 10
     samplers: tuple[str, ...] = ("normal", "gmm")
     gmm_components: int = 10
     gmm_max_iter: int = 2000
     gmm_tol: float = 1e-3
     second_stage: SecondStageConfig = SecondStageConfig()
+    flow: FlowConfig = FlowConfig()
     batch_size: int = 500
     seed: int = 1234
 
 
 def fit_estimator(name: str, codes: Tensor, cfg: ColumnsConfig, *, run_dir: Path | None = None,
-                  device: str = "cpu"):
+                  device: str = "cpu", logvar: Tensor | None = None):
     """Ex-post density ``name`` fitted on ``codes [N, k]`` with the settings of ``cfg`` (the
-    second-stage VAE trains in ``run_dir``, resumable, on ``device``)."""
-    from balance.density_estimation import make_estimator
+    second-stage VAE and the flows train in ``run_dir``, resumable, on ``device``; the second
+    stage resamples from (``codes``, ``logvar``) when ``logvar`` is given)."""
+    from balance.density_estimation import FLOWS, make_estimator
 
     if name == "gmm":
         return make_estimator("gmm", n_components=cfg.gmm_components, max_iter=cfg.gmm_max_iter,
                               tol=cfg.gmm_tol, seed=cfg.seed).fit(codes)
+    if name == "dpgmm":
+        return make_estimator("dpgmm", max_iter=cfg.gmm_max_iter, tol=cfg.gmm_tol,
+                              seed=cfg.seed).fit(codes)
     if name == "vae2":
         est = make_estimator("vae2", config=replace(cfg.second_stage, device=device,
                                                     seed=cfg.seed))
+        return est.fit(codes, logvar=logvar, run_dir=run_dir)
+    if name in FLOWS or name == "flow":
+        est = make_estimator("flow", config=replace(cfg.flow, device=device, seed=cfg.seed))
         return est.fit(codes, run_dir=run_dir)
     return make_estimator(name).fit(codes)
 
@@ -87,12 +101,14 @@ def sample_columns(model: nn.Module, train_x: Tensor, test_x: Tensor, scorer: Im
         train_codes = codec.encode_sample(train_x, gen)
     else:
         train_codes = codec.encode(train_x)
-    fitted = {name: fit_estimator(name, train_codes, cfg, device=device)
+    folder = None if run_dir is None else Path(run_dir)
+    fitted = {name: fit_estimator(name, train_codes, cfg, device=device,
+                                  run_dir=None if folder is None else folder / name)
               for name in cfg.samplers}
-    if second_stage_for_normal:
-        stage_dir = None if run_dir is None else Path(run_dir) / "vae2"
-        fitted["normal"] = fit_estimator("vae2", train_codes, cfg, run_dir=stage_dir,
-                                         device=device)
+    if second_stage_for_normal:  # resampled every step from the stored posteriors
+        mu, logvar = codec.posterior(train_x)
+        fitted["normal"] = fit_estimator("vae2", mu, cfg, device=device, logvar=logvar,
+                                         run_dir=None if folder is None else folder / "vae2")
     for name, est in fitted.items():
         z = est.sample(n, generator=torch.Generator().manual_seed(cfg.seed + 1),
                        dtype=torch.float32)

@@ -3,8 +3,11 @@
 :class:`ImageScorer` scores a set of images [M, C, H, W] in [0, 1] against reference (test)
 images: FID with pytorch-fid's Inception network where its weights exist (else the string
 ``balance.reporting.NA_FID``), NDB / NDB/K / JS on k-means bins of the training images
-(Richardson & Weiss 2018; lower is better) and the unbiased MMD^2 between the images and the
-reference images in pixel space (multi-scale IMQ kernel; lower is better).
+(Richardson & Weiss 2018; lower is better), the unbiased MMD^2 between the images and the
+reference images in pixel space (multi-scale IMQ kernel; lower is better), and the metrics of
+:mod:`balance.metrics.generation` in two feature spaces, each key naming its space: pixel space
+(``kid_x``, ``precision_x``, ``recall_x``, ``prd_f8_x``, ``prd_f1_8_x``; always) and Inception
+pool features (``kid``, ``precision``, ``recall``; where the weights exist).
 """
 
 from __future__ import annotations
@@ -29,9 +32,13 @@ class ImageScorer:
     NDB bins are scikit-learn's k-means on the CPU. Every score names its device."""
 
     def __init__(self, train: Tensor, reference: Tensor, *, ndb_bins: int = 20, seed: int = 1234,
-                 device: str | torch.device = "cpu"):
+                 device: str | torch.device = "cpu", kid_subsets: int = 20,
+                 kid_subset_size: int = 500, prd_runs: int = 10):
         from balance.metrics.fid import inception_weights_available
 
+        self.kid_subsets = int(kid_subsets)
+        self.kid_subset_size = int(kid_subset_size)
+        self.prd_runs = int(prd_runs)
         self.reference = reference
         self.train_flat = train.flatten(1)
         self.ndb_bins = int(ndb_bins)
@@ -40,19 +47,49 @@ class ImageScorer:
         self.fid_device = self.device
         self.fid_available = inception_weights_available()
         self._fid_reference = None
+        self._reference_features = None
         self._ndb = None
 
-    def fid(self, images: Tensor) -> float | str:
+    def fid(self, images: Tensor, features: np.ndarray | None = None) -> float | str:
         from balance.reporting import NA_FID
 
         if not self.fid_available:
             return NA_FID
-        from balance.metrics.fid import fid_from_statistics, image_statistics
+        from balance.metrics.fid import FIDStatistics, fid_from_statistics
 
         if self._fid_reference is None:
-            self._fid_reference = image_statistics(self.reference, device=self.fid_device)
-        stats = image_statistics(images, device=self.fid_device)
-        return float(fid_from_statistics(self._fid_reference, stats))
+            self._fid_reference = FIDStatistics.from_features(self.reference_features())
+        if features is None:
+            features = self.inception(images)
+        return float(fid_from_statistics(self._fid_reference, FIDStatistics.from_features(
+            features)))
+
+    def inception(self, images: Tensor) -> np.ndarray:
+        """Inception pool features [N, 2048] of ``images`` on the scorer's device."""
+        from balance.metrics.fid import inception_features
+
+        return inception_features(images, device=self.fid_device)
+
+    def reference_features(self) -> np.ndarray:
+        if self._reference_features is None:
+            self._reference_features = self.inception(self.reference)
+        return self._reference_features
+
+    def generation(self, real: Tensor, fake: Tensor, suffix: str) -> dict[str, float]:
+        """KID, improved precision / recall and PRD of ``fake`` against ``real`` features,
+        their keys ending in ``suffix`` (the feature space: ``_x`` pixels, ``""`` Inception)."""
+        from balance.metrics.generation import kid, prd, precision_recall
+
+        gen = torch.Generator().manual_seed(self.seed)
+        k = kid(real, fake, subsets=self.kid_subsets, subset_size=self.kid_subset_size,
+                generator=gen)
+        pr = precision_recall(real, fake)
+        out = {f"kid{suffix}": k["kid"], f"kid_std{suffix}": k["kid_std"],
+               f"precision{suffix}": pr["precision"], f"recall{suffix}": pr["recall"]}
+        if self.prd_runs:
+            curve = prd(real, fake, runs=self.prd_runs, seed=self.seed)
+            out.update({f"prd_f8{suffix}": curve["f8"], f"prd_f1_8{suffix}": curve["f1_8"]})
+        return out
 
     def ndb(self, images: Tensor) -> dict[str, float]:
         """NDB, NDB/K and JS divergence of ``images`` against the training images' bins."""
@@ -74,13 +111,22 @@ class ImageScorer:
             return float(mmd_unbiased(a, b, imq_kernel))
 
     def score(self, images: Tensor) -> dict[str, Any]:
-        """``{"fid", "ndb", "ndb_over_k", "js", "mmd_x", "device"}``, and ``fid_network`` (the
-        Inception weights' tag: ``inception-2015-12-05`` for the official ones) with an FID."""
-        out = {"fid": self.fid(images), **self.ndb(images), "mmd_x": self.mmd(images),
+        """``{"fid", "ndb", "ndb_over_k", "js", "mmd_x", "device"}``, the pixel-space KID,
+        precision, recall and PRD (``*_x``), and, with the Inception weights, ``kid``,
+        ``precision``, ``recall`` on its features and ``fid_network`` (the weights' tag:
+        ``inception-2015-12-05`` for the official ones)."""
+        features = self.inception(images) if self.fid_available else None
+        out = {"fid": self.fid(images, features), **self.ndb(images), "mmd_x": self.mmd(images),
+               **self.generation(self.reference.flatten(1).to(self.device),
+                                 images.flatten(1).to(self.device), "_x"),
                "device": str(self.device)}
         if self.fid_available:
             from balance.metrics.fid import load_inception
 
+            real = torch.from_numpy(self.reference_features()).to(self.device)
+            out.update({k: v for k, v in self.generation(
+                real, torch.from_numpy(features).to(self.device), "").items()
+                if not k.startswith("prd")})
             out["fid_network"] = load_inception(device=self.fid_device).fid_network_tag
         return out
 

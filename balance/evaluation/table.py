@@ -157,10 +157,11 @@ class _Data:
             train_x, test_x = self.images()
             from balance.runs import pick_device
 
-            self._scorer = ImageScorer(train_x, test_x[: self.config.eval.n_samples],
-                                       ndb_bins=self.config.eval.ndb_bins,
-                                       seed=self.config.eval.seed,
-                                       device=pick_device(self.config.device))
+            e = self.config.eval
+            self._scorer = ImageScorer(train_x, test_x[: e.n_samples], ndb_bins=e.ndb_bins,
+                                       seed=e.seed, device=pick_device(self.config.device),
+                                       kid_subsets=e.kid_subsets,
+                                       kid_subset_size=e.kid_subset_size, prd_runs=e.prd_runs)
         return self._scorer
 
 

@@ -215,14 +215,20 @@ class Stages:
                       {"stage": "second_stage", "second_stage": c.second_stage,
                        "seed": c.eval.seed}, c.device)
         vae_plus = vae_plus if vae_plus is not None else self.model("vae_plus")
-        codes = Codec(vae_plus, c.eval.batch_size).sample_posterior(
-            self.data[0], torch.Generator().manual_seed(c.eval.seed))
+        codec = Codec(vae_plus, c.eval.batch_size)
         fitted = SecondStageVAE(replace(c.second_stage, progress=self.progress))
-        fitted.fit(codes, run_dir=stage.folder)
+        if c.second_stage.resample:  # Dai & Wipf: z ~ q(z|x) drawn afresh at every step
+            mu, logvar = codec.posterior(self.data[0])
+            fitted.fit(mu, logvar=logvar, run_dir=stage.folder)
+        else:  # one fixed draw per image
+            codes = codec.sample_posterior(self.data[0],
+                                           torch.Generator().manual_seed(c.eval.seed))
+            fitted.fit(codes, run_dir=stage.folder)
         if stage.done is None:
             stage.save({"stage": "second_stage", "gamma_z": fitted.gamma,
-                        "n_codes": codes.shape[0], "epochs": _epochs(fitted.history),
-                        "device": c.device})
+                        "n_codes": int(self.data[0].shape[0]),
+                        "resampled": c.second_stage.resample,
+                        "epochs": _epochs(fitted.history), "device": c.device})
         return fitted, stage.done
 
     def evaluate(self) -> dict:
