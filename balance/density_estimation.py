@@ -210,7 +210,7 @@ class GaussianMixture(DensityEstimator):
         from sklearn.mixture import GaussianMixture as SkGMM
 
         codes = check_codes(codes)
-        if codes.shape[0] < self.n_components:
+        if codes.shape[0] < self.n_components and not self.dirichlet_process:
             raise ValueError(
                 f"need at least n_components={self.n_components} codes, got {codes.shape[0]}"
             )
@@ -219,8 +219,9 @@ class GaussianMixture(DensityEstimator):
         settings = dict(covariance_type="full", max_iter=self.max_iter, tol=self.tol,
                         reg_covar=self.reg_covar, n_init=self.n_init, random_state=self.seed)
         if self.dirichlet_process:  # variational DP mixture: unused components get ~0 weight
+            # the truncation level: at most one component per code
             model = BayesianGaussianMixture(
-                n_components=self.n_components,
+                n_components=min(self.n_components, codes.shape[0]),
                 weight_concentration_prior_type="dirichlet_process", **settings)
         else:
             model = SkGMM(self.n_components, **settings)

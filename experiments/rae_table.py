@@ -72,9 +72,17 @@ if __package__ in (None, ""):  # python experiments/rae_table.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from balance import reporting
-from balance.density_estimation import SecondStageConfig
+from balance.density_estimation import FlowConfig, SecondStageConfig
 from balance.evaluation.columns import ColumnsConfig
-from balance.evaluation.table import TableConfig, TableRow, fid_note, run_rows
+from balance.evaluation.table import (
+    SAMPLER_HEADERS,
+    TableConfig,
+    TableRow,
+    fid_note,
+    run_rows,
+    sampler_rows,
+    sampler_wins,
+)
 from balance.experiment import run_script
 from balance.models.registry import ConvSpec
 from balance.models.vae import GammaConfig
@@ -87,7 +95,11 @@ PRESETS = ("quick", "quick_celeba", "paper", "paper_cifar10", "paper_celeba", "s
 DATA_ROOT_FIELD = "data_root"
 COLUMNS = ("rec", "normal", "gmm", "interp")
 COLUMN_LABELS = {"rec": "REC", "normal": "N(0,I)", "gmm": "GMM", "interp": "Interp.",
-                 "mvg": "MVG", "vae2": "2nd-stage VAE"}
+                 "mvg": "MVG", "vae2": "2nd-stage VAE", "dpgmm": "DP-GMM",
+                 "flow": "flow (RealNVP)"}
+#: The ex-post samplers compared in the second table (N(0, I) is the 2sVAE's second stage).
+SAMPLERS = ("normal", "gmm", "dpgmm", "flow")
+DETERMINISTIC = ("rae_gp", "rae_l2", "rae_sn", "rae", "ae", "wae")
 LABELS = {
     "vae": "VAE", "cv_vae": "CV-VAE", "wae": "WAE", "2svae": "2sVAE", "rae_gp": "RAE-GP",
     "rae_l2": "RAE-L2", "rae_sn": "RAE-SN", "rae": "RAE", "ae": "AE",
@@ -150,9 +162,10 @@ def preset(name: str) -> TableConfig:
             train=TrainConfig(epochs=3, batch_size=100, lr=1e-3, progress=False),
             rows=ghosh_models(28 * 28, 16, gamma_lr=2e-2),
             eval=ColumnsConfig(
-                n_samples=1000, ndb_bins=20,
+                n_samples=1000, ndb_bins=20, samplers=SAMPLERS,
                 second_stage=SecondStageConfig(width=256, depth=3, epochs=30, batch_size=128,
                                                lr=1e-3, lr_milestones=(20,)),
+                flow=FlowConfig(epochs=50),
             ),
             **cpu,
         )
@@ -169,9 +182,10 @@ def preset(name: str) -> TableConfig:
             train=TrainConfig(epochs=4, batch_size=64, lr=1e-3, progress=False),
             rows=ghosh_models(channels * side * side, latent, gamma_lr=2e-2),
             eval=ColumnsConfig(
-                n_samples=720, ndb_bins=20,
+                n_samples=720, ndb_bins=20, samplers=SAMPLERS,
                 second_stage=SecondStageConfig(width=256, depth=3, epochs=30, batch_size=128,
                                                lr=1e-3, lr_milestones=(20,)),
+                flow=FlowConfig(epochs=50),
             ),
             **cpu,
         )
@@ -194,8 +208,10 @@ def preset(name: str) -> TableConfig:
             train=TrainConfig(epochs=100, batch_size=100, lr=5e-4, lr_milestones=(50, 75),
                               lr_decay=0.5),
             rows=models,
-            eval=ColumnsConfig(n_samples=10_000, ndb_bins=100,
-                            second_stage=SecondStageConfig(epochs=400, lr_milestones=(150, 300))),
+            eval=ColumnsConfig(n_samples=10_000, ndb_bins=100, samplers=SAMPLERS,
+                               second_stage=SecondStageConfig(epochs=400,
+                                                              lr_milestones=(150, 300)),
+                               flow=FlowConfig(epochs=200)),
             device="auto",
         )
     if name == "smoke":
@@ -204,8 +220,10 @@ def preset(name: str) -> TableConfig:
             train=TrainConfig(epochs=1, batch_size=32, lr=1e-3, progress=False),
             rows=ghosh_models(28 * 28, 4, gamma_lr=2e-2),
             eval=ColumnsConfig(n_samples=32, ndb_bins=4, gmm_components=2,
-                            second_stage=SecondStageConfig(width=16, depth=3, epochs=2,
-                                                           batch_size=32)),
+                               samplers=SAMPLERS, kid_subset_size=16, prd_runs=2,
+                               second_stage=SecondStageConfig(width=16, depth=3, epochs=2,
+                                                              batch_size=32),
+                               flow=FlowConfig(epochs=1, transforms=1, hidden=(8,))),
             **cpu,
         )
     raise ValueError(f"unknown preset {name!r}; choose {', '.join(PRESETS)}")
@@ -219,10 +237,12 @@ def directions(models: dict[str, dict]) -> dict[str, Any]:
       autoencoders and ``vae_gmm_beats_normal`` for the VAE (paper: 17.66 < 19.21);
     - ``best_rae_gmm_le_vae_gmm``: the best regularized AE under GMM sampling matches or beats
       the VAE under GMM sampling (paper: RAE-L2 8.69 vs 17.66);
-    - ``ae_worst_normal``: the unregularized AE is the worst N(0, I) sampler.
+    - ``ae_worst_normal``: the unregularized AE is the worst N(0, I) sampler;
+    - ``sampler_wins``: per metric, how many of the deterministic autoencoders score best
+      with each ex-post sampler (N(0, I), GMM, DP-GMM, flow).
     """
     out: dict[str, Any] = {}
-    det = [m for m in ("rae_gp", "rae_l2", "rae_sn", "rae", "ae", "wae") if m in models]
+    det = [m for m in DETERMINISTIC if m in models]
     for metric in ("mmd_x", "ndb_over_k"):
         col = {m: {c: r["columns"].get(c, {}).get(metric) for c in ("normal", "gmm")}
                for m, r in models.items()}
@@ -241,6 +261,7 @@ def directions(models: dict[str, dict]) -> dict[str, Any]:
         normals = {m: col[m]["normal"] for m in models if col[m]["normal"] is not None}
         if "ae" in normals:
             out[f"ae_worst_normal[{metric}]"] = bool(max(normals, key=normals.get) == "ae")
+    out["sampler_wins"] = sampler_wins(models, SAMPLERS, det)
     return out
 
 
@@ -286,15 +307,19 @@ def main(config: TableConfig, run_dir: Path | None = None, *, progress: bool = F
     results.update(paper=PAPER.get(config.dataset, {}), paper_source=PAPER_SOURCE,
                    directions=directions(results["models"]))
     write_json(run_dir / RESULTS_FILE, results)
-    (run_dir / "table.md").write_text(fid_note(results) +
-                                      markdown_table(TABLE_HEADERS, table_rows(results)))
+    (run_dir / "table.md").write_text("\n\n".join(_tables(results)))
     return results
 
 
+def _tables(results: dict) -> list[str]:
+    return [fid_note(results) + markdown_table(TABLE_HEADERS, table_rows(results)),
+            "Ex-post samplers (pixel space; MMD, KID, NDB/K lower is better, the others "
+            "higher):\n\n" + markdown_table(SAMPLER_HEADERS,
+                                              sampler_rows(results, SAMPLERS, COLUMN_LABELS))]
+
+
 def report(results: dict) -> str:
-    return reporting.report([fid_note(results) + markdown_table(TABLE_HEADERS,
-                                                                table_rows(results))],
-                            results["directions"], results["wall_time_s"])
+    return reporting.report(_tables(results), results["directions"], results["wall_time_s"])
 
 
 def add_arguments(parser) -> None:

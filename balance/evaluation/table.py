@@ -46,7 +46,8 @@ from balance.runs import (
 )
 from balance.train import TrainConfig, train
 
-__all__ = ["TableConfig", "TableRow", "fid_note", "row_model", "run_rows"]
+__all__ = ["SAMPLER_HEADERS", "SAMPLER_METRICS", "TableConfig", "TableRow", "fid_note",
+           "row_model", "run_rows", "sampler_rows", "sampler_wins"]
 
 SAMPLES_FILE = "samples.npz"
 
@@ -269,6 +270,47 @@ def run_rows(name: str, config: TableConfig, run_dir: Path,
             "models": models,
             "wall_time_s": float(sum(m["wall_time_s"] for m in models.values())),
         }
+
+
+#: The per-sampler metrics of :func:`sampler_rows`, with whether lower is better. All in
+#: pixel space (``_x``); NDB/K on the training images' k-means bins.
+SAMPLER_METRICS = {"mmd_x": True, "kid_x": True, "precision_x": False, "recall_x": False,
+                   "prd_f8_x": False, "prd_f1_8_x": False, "ndb_over_k": True}
+SAMPLER_HEADERS = ("model", "sampler", "MMD_x", "KID_x", "precision_x", "recall_x",
+                   "PRD F8_x", "PRD F1/8_x", "NDB/K")
+
+
+def sampler_rows(results: dict, samplers: Sequence[str],
+                 labels: dict[str, str] | None = None) -> list[list]:
+    """One row per (model, ex-post sampler): every metric of :data:`SAMPLER_METRICS`."""
+    labels = labels or {}
+    rows = []
+    for model in results["models"].values():
+        for sampler in samplers:
+            scores = model["columns"].get(sampler)
+            if scores is None:
+                continue
+            rows.append([model["label"], labels.get(sampler, sampler),
+                         *[scores.get(k) for k in SAMPLER_METRICS]])
+    return rows
+
+
+def sampler_wins(models: dict[str, dict], samplers: Sequence[str],
+                 names: Sequence[str] | None = None) -> dict[str, dict[str, int]]:
+    """For each metric of :data:`SAMPLER_METRICS`: how many of the models (``names``, default
+    all) score best with each sampler (ties go to the first in ``samplers``)."""
+    out: dict[str, dict[str, int]] = {}
+    for metric, lower in SAMPLER_METRICS.items():
+        counts = dict.fromkeys(samplers, 0)
+        for name in names if names is not None else list(models):
+            cols = models[name]["columns"]
+            scored = [(cols[s][metric], i, s) for i, s in enumerate(samplers)
+                      if s in cols and cols[s].get(metric) is not None]
+            if scored:
+                best = min(scored) if lower else min((-v, i, s) for v, i, s in scored)
+                counts[best[2]] += 1
+        out[metric] = counts
+    return out
 
 
 def fid_note(results: dict) -> str:

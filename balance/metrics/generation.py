@@ -150,6 +150,7 @@ def prd(real: Tensor, fake: Tensor, *, clusters: int = 20, runs: int = 10, angle
     n = min(real.shape[0], fake.shape[0])
     r, f = real[:n].cpu().numpy(), fake[:n].cpu().numpy()
     data = np.concatenate([r, f])
+    clusters = min(clusters, n)  # tiny sets: at most one bin per sample pair
     curves = []
     for run in range(runs):
         km = MiniBatchKMeans(n_clusters=clusters, n_init=10, random_state=seed + run)

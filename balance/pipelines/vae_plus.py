@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from balance.data.splits import CelebAData, load_celeba_train_eval
-from balance.density_estimation import SecondStageConfig
+from balance.density_estimation import FlowConfig, SecondStageConfig
 from balance.engine import EngineConfig, run_cells
 from balance.evaluation.codec import Codec, batched_map
 from balance.evaluation.images import (
@@ -43,8 +43,11 @@ from balance.train import TrainConfig, train
 
 __all__ = ["MODELS", "Stages", "VAEPlusConfig", "VAEPlusEval", "Features"]
 
-#: Models of the tables, in row order (vae_plus_prior: VAE+ sampled from N(0, I), an ablation).
-MODELS = ("downsample", "wae_mmd", "vae", "vae_plus_prior", "vae_plus")
+#: Models of the tables, in row order (vae_plus_prior: VAE+ sampled from N(0, I), an ablation;
+#: vae_plus_<sampler>: VAE+ sampled from an ex-post density on its training codes instead of
+#: the second stage, for each of ``VAEPlusConfig.samplers``).
+MODELS = ("downsample", "wae_mmd", "vae", "vae_plus_prior", "vae_plus", "vae_plus_flow",
+          "vae_plus_dpgmm")
 LABELS = {
     "real": "real (held-out)",
     "downsample": "Downsample",
@@ -52,6 +55,8 @@ LABELS = {
     "vae": "VAE",
     "vae_plus_prior": "VAE+ without 2nd stage",
     "vae_plus": "VAE+",
+    "vae_plus_flow": "VAE+ with a flow (RealNVP)",
+    "vae_plus_dpgmm": "VAE+ with a DP-GMM",
 }
 
 
@@ -103,6 +108,8 @@ class VAEPlusConfig:
     wae_train: TrainConfig = TrainConfig()
     wae_beta: float = 8000.0
     second_stage: SecondStageConfig = SecondStageConfig()
+    samplers: tuple[str, ...] = ("flow", "dpgmm")
+    flow: FlowConfig = FlowConfig()
     eval: VAEPlusEval = VAEPlusEval()
     device: str = "auto"
     threads: int | None = None
@@ -231,22 +238,47 @@ class Stages:
                         "epochs": _epochs(fitted.history), "device": c.device})
         return fitted, stage.done
 
+    def expost_samples(self, vae_plus, recon: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
+        """VAE+ sampled through each ex-post density of ``config.samplers`` fitted on one draw
+        z ~ q(z|x) per training image (the flow trains in ``<run>/expost_flow``):
+        ``{"vae_plus_<sampler>": (the VAE+ reconstructions, samples)}``."""
+        from balance.density_estimation import make_estimator
+
+        c, e = self.config, self.config.eval
+        codec = Codec(vae_plus, e.batch_size)
+        codes = codec.sample_posterior(self.data[0], torch.Generator().manual_seed(e.seed + 10))
+        n = e.n_samples or self.data[1].shape[0]
+        out = {}
+        for name in c.samplers:
+            if name == "flow":
+                est = make_estimator("flow", config=replace(c.flow, seed=e.seed)).fit(
+                    codes, run_dir=self.run_dir / "expost_flow")
+            else:
+                est = make_estimator(name, seed=e.seed).fit(codes)
+            z = est.sample(n, generator=torch.Generator().manual_seed(e.seed + 11),
+                           dtype=torch.float32)
+            out[f"vae_plus_{name}"] = (recon, codec.decode(z))
+        return out
+
     def evaluate(self) -> dict:
         """6. Reconstructions and samples of every model, scored on the held-out images."""
         c, e = self.config, self.config.eval
         stage = Stage(self.run_dir / "evaluate", {"stage": "evaluate", "eval": e,
-                                                  "data": c.data}, c.device)
+                                                  "data": c.data, "samplers": c.samplers,
+                                                  "flow": c.flow}, c.device)
         if stage.done is not None:
             return stage.done
         models = {k: self.model(k) for k in FEATURE_MODELS}
         stage2, _ = self.second_stage(models["vae_plus"])
         train_x, eval_x = self.data
         outputs, extra = generate(c, models, stage2, eval_x)
+        outputs.update(self.expost_samples(models["vae_plus"], outputs["vae_plus"][0]))
         per_model = score(c, load_model(self.run_dir / "ae"), train_x, eval_x, outputs, extra)
-        rows = [eval_x[: e.grid_columns]] + [outputs[k][1][: e.grid_columns] for k in MODELS]
+        kinds = [k for k in MODELS if k in outputs]
+        rows = [eval_x[: e.grid_columns]] + [outputs[k][1][: e.grid_columns] for k in kinds]
         save_png(image_grid(rows, e.grid_tile), self.run_dir / "sample_grid.png")
         save_png(image_grid(rows, c.resolution), stage.folder / "sample_grid_full.png")
-        recon_kinds = [k for k in MODELS if k != "vae_plus_prior"]
+        recon_kinds = [k for k in kinds if k in ("downsample", "wae_mmd", "vae", "vae_plus")]
         recon_rows = [eval_x[: e.grid_columns]] + [outputs[k][0][: e.grid_columns]
                                                    for k in recon_kinds]
         save_png(image_grid(recon_rows, e.grid_tile), self.run_dir / "reconstruction_grid.png")
@@ -254,7 +286,7 @@ class Stages:
             "models": per_model, "n_eval": int(eval_x.shape[0]), "n_train": int(train_x.shape[0]),
             "fid_available": any(isinstance(m["recon_fid"], float) for m in per_model.values()),
             "ndb_ks": [int(k) for k in next(iter(per_model.values()))["ndb"]],
-            "grid_rows": ["real"] + list(MODELS), "recon_grid_rows": ["real"] + recon_kinds,
+            "grid_rows": ["real"] + kinds, "recon_grid_rows": ["real"] + recon_kinds,
             "device": c.device,
         })
 
@@ -329,11 +361,11 @@ def score(c: VAEPlusConfig, ae, train_x: Tensor, eval_x: Tensor, outputs: dict,
     real_features = features(eval_x)
     fid = FIDScorer(eval_x, weights=e.fid_weights, device=device)
     per_model = {}
-    for kind in MODELS:
+    for kind in [k for k in MODELS if k in outputs]:
         recon, samples = outputs[kind]
         fd_rec = feature_frechet(real_features, features(recon))
-        fd_gen = fd_rec if kind == "downsample" else feature_frechet(real_features,
-                                                                     features(samples))
+        gen_features = features(recon if kind == "downsample" else samples)
+        fd_gen = fd_rec if kind == "downsample" else feature_frechet(real_features, gen_features)
         recon_fid = fid(recon)
         per_model[kind] = {
             "label": LABELS[kind],
@@ -344,9 +376,23 @@ def score(c: VAEPlusConfig, ae, train_x: Tensor, eval_x: Tensor, outputs: dict,
             "gen_fid": recon_fid if kind == "downsample" else fid(samples),
             "n_samples": int(samples.shape[0]),
             "device": str(device),
+            **_generation_ae(real_features, gen_features, e.seed),
             **extra.get(kind, {}),
         }
     return per_model
+
+
+def _generation_ae(real: np.ndarray, fake: np.ndarray, seed: int) -> dict[str, float]:
+    """KID and improved precision / recall in the frozen AE's feature space (``_ae``: needs no
+    pretrained network), :mod:`balance.metrics.generation`."""
+    from balance.metrics.generation import kid, precision_recall
+
+    real_t, fake_t = torch.from_numpy(real), torch.from_numpy(fake)
+    k = kid(real_t, fake_t, subsets=20, subset_size=min(500, len(real), len(fake)),
+            generator=torch.Generator().manual_seed(seed))
+    pr = precision_recall(real_t, fake_t)
+    return {"kid_ae": k["kid"], "kid_std_ae": k["kid_std"], "precision_ae": pr["precision"],
+            "recall_ae": pr["recall"]}
 
 
 def _epochs(history: list[dict] | None) -> list[dict]:
