@@ -65,13 +65,13 @@ def test_precision_and_recall_move_the_expected_way():
 
 
 def test_prd_curve_matches_a_rederivation_by_hand():
-    ref = np.array([0.5, 0.5, 0.0])
-    ev = np.array([0.5, 0.0, 0.5])
+    ref = np.array([0.6, 0.4, 0.0])
+    ev = np.array([0.2, 0.3, 0.5])
     precision, recall = prd_curve(ref, ev, angles=5)
     slopes = np.tan(np.linspace(1e-10, math.pi / 2 - 1e-10, 5))
-    # by hand: alpha(l) = min(l/2, 1/2) + min(l/2, 0) + min(0, 1/2) = min(l, 1) / 2,
+    # by hand: alpha(l) = min(0.6 l, 0.2) + min(0.4 l, 0.3) + min(0, 0.5),
     # beta(l) = alpha(l) / l
-    expected_p = np.minimum(slopes, 1) / 2
+    expected_p = np.minimum(0.6 * slopes, 0.2) + np.minimum(0.4 * slopes, 0.3)
     np.testing.assert_allclose(precision, expected_p, rtol=1e-12)
     np.testing.assert_allclose(recall, np.clip(expected_p / slopes, 0, 1), rtol=1e-12)
     # at l = 1 (the middle angle) both are 1/2; F_beta of (1/2, 1/2) is 1/2 for every beta

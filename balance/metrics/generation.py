@@ -20,8 +20,9 @@ network. Computations run in float64 on the features' device.
   averaged over ``runs`` clusterings; summarised by the maximum F_8 (recall-weighted) and
   F_1/8 (precision-weighted) on the curve.
 
-The k-NN balls and the KID kernel are short tensor expressions (cdist, kthvalue, matrix
-products); scikit-learn's k-means bins the PRD. torchmetrics and torch-fidelity tie KID to
+scikit-learn finds the k-th nearest neighbours (the balls' radii) and bins the PRD (k-means);
+whether a point lies in any ball of the other set (a cdist against per-centre radii) and the
+KID kernel are short tensor expressions that no library offers on their own. torchmetrics and torch-fidelity tie KID to
 their own Inception feature extractors and fixed subset draws, so the test compares against
 torchmetrics' kernel on the same subsets instead of calling it here.
 """
@@ -88,13 +89,14 @@ def kid(real: Tensor, fake: Tensor, *, subsets: int = 100, subset_size: int = 10
             "subset_size": int(size), "subsets": int(subsets)}
 
 
-def _kth_radius(x: Tensor, k: int, batch: int) -> Tensor:
-    """Distance from each row of x to its k-th nearest other row of x."""
-    radii = []
-    for start in range(0, x.shape[0], batch):
-        d = torch.cdist(x[start:start + batch], x)
-        radii.append(d.kthvalue(k + 1, dim=1).values)  # the 1st is the row itself (0)
-    return torch.cat(radii)
+def _kth_radius(x: Tensor, k: int) -> Tensor:
+    """Distance from each row of x to its k-th nearest other row of x (scikit-learn's
+    ``NearestNeighbors``; the nearest "neighbour" of a row is the row itself)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    data = x.detach().cpu().numpy()
+    distances, _ = NearestNeighbors(n_neighbors=k + 1).fit(data).kneighbors(data)
+    return torch.from_numpy(distances[:, k]).to(x.device)
 
 
 def _inside(points: Tensor, centres: Tensor, radii: Tensor, batch: int) -> Tensor:
@@ -110,8 +112,8 @@ def precision_recall(real: Tensor, fake: Tensor, *, k: int = 3,
                      batch: int = 1024) -> dict[str, float]:
     """Improved precision and recall (module docstring): ``{"precision", "recall", "k"}``."""
     real, fake = _check(real, fake, min_rows=k + 1)
-    real_r = _kth_radius(real, k, batch)
-    fake_r = _kth_radius(fake, k, batch)
+    real_r = _kth_radius(real, k)
+    fake_r = _kth_radius(fake, k)
     precision = _inside(fake, real, real_r, batch).double().mean()
     recall = _inside(real, fake, fake_r, batch).double().mean()
     return {"precision": float(precision), "recall": float(recall), "k": int(k)}
