@@ -29,7 +29,7 @@ Usage::
     python -m paper_figures.rae_table runs/dae_sweep/quick out/
 
 Run folder (default ``runs/dae_sweep/<preset>``): one sub-folder per model (training run,
-results.json, samples.npz), and results.json, table.md, table.csv, samples.npz for the sweep.
+results.json, samples.npz), and results.json, table.md, samples.npz for the sweep.
 Re-running the same command resumes.
 """
 

@@ -54,7 +54,7 @@ Run folder (default ``runs/rae_table/<preset>``, e.g. ``runs/rae_table/quick_cel
     <model>/                                     one training run (metrics.jsonl, checkpoint.pt,
                                                  config.json, results.json, samples.npz)
     <model>/vae2/                                the second-stage VAE's training run (2sVAE)
-    results.json, table.md, table.csv            all models, the paper's numbers beside ours
+    results.json, table.md                       all models, the paper's numbers beside ours
     samples.npz                                  a few images per model and column (grids)
 
 Re-running the same command resumes: finished models are skipped, an interrupted one continues

@@ -56,8 +56,11 @@ COLORS = {
     "vae": style.OKABE_ITO["vermillion"],
     "vae_plus_prior": style.OKABE_ITO["sky_blue"],
     "vae_plus": style.OKABE_ITO["blue"],
+    "vae_plus_flow": style.OKABE_ITO["reddish_purple"],
+    "vae_plus_dpgmm": style.OKABE_ITO["yellow"],
 }
-MARKERS = {"downsample": "s", "wae_mmd": "^", "vae": "v", "vae_plus_prior": "D", "vae_plus": "o"}
+MARKERS = {"downsample": "s", "wae_mmd": "^", "vae": "v", "vae_plus_prior": "D", "vae_plus": "o",
+           "vae_plus_flow": "P", "vae_plus_dpgmm": "X"}
 TABLE3_HEADERS = (
     "model", "recon FID (ours)", "recon FID (paper)", "gen FID (ours)", "gen FID (paper)",
     "rec. error", "FD-AE recon", "FD-AE gen", "FD-AE gen - recon", "latent MMD^2",

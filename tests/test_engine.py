@@ -22,9 +22,11 @@ import pytest
 from balance.engine import EngineConfig, EngineError, run_cells
 
 ROOT = Path(__file__).resolve().parents[1]
-# RAY_AUTH_MODE=token: drivers present the token `ray start` made (~/.ray/auth_token)
+# The test cluster serves the loopback interface of this machine alone (conftest.py), so it
+# runs without Ray's token authentication, whatever ~/.ray holds (with a token file there,
+# `ray start` would otherwise ask drivers for it).
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0",
-       "RAY_AUTH_MODE": "token", "MPLBACKEND": "Agg"}
+       "RAY_AUTH_MODE": "disabled", "MPLBACKEND": "Agg"}
 
 
 def square_with_pid(x: int) -> tuple[int, int]:
@@ -56,6 +58,12 @@ def test_engine_config_is_checked():
         EngineConfig("dask")
     with pytest.raises(ValueError, match="gpus_per_run"):
         EngineConfig("ray", gpus_per_run=-1)
+
+
+def test_ray_missing_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # "import ray" now fails as if not installed
+    with pytest.raises(EngineError, match=r'pip install -e "\.\[cluster\]"'):
+        run_cells(square_with_pid, [(1,), (2,)], EngineConfig("ray"))
 
 
 def test_a_bad_cluster_address_is_named(tmp_path):
