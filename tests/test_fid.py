@@ -449,3 +449,22 @@ def test_download_verifies_the_hash(monkeypatch, tmp_path):
     with pytest.raises(RuntimeError, match="invalid hash"):
         fid.download_inception_weights(tmp_path / "w.pth")
     assert seen == {"url": fid.WEIGHTS_URL, "hash_prefix": "6726825d"}
+
+
+def test_reference_features_are_cached_per_image_set(tmp_path):
+    model = FakeInception(2048)
+    images = make_images(6, seed=4)[1]
+    first = fid.reference_features(images, model=model, cache_dir=tmp_path)
+    assert first.shape == (6, 2048)
+    np.testing.assert_array_equal(first, fid.inception_features(images, model=model))
+    files = list(tmp_path.glob("features-*.npy"))
+    assert len(files) == 1 and "-fake-" in files[0].name
+    np.save(files[0], np.zeros((6, 2048)))  # a hit reads the file, not the network
+    np.testing.assert_array_equal(fid.reference_features(images, model=model,
+                                                         cache_dir=tmp_path), 0.0)
+    files[0].write_bytes(b"garbage")  # a corrupt file is recomputed and replaced
+    np.testing.assert_array_equal(fid.reference_features(images, model=model,
+                                                         cache_dir=tmp_path), first)
+    other = make_images(6, seed=5)[1]  # other images: their own entry
+    fid.reference_features(other, model=model, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("features-*.npy"))) == 2

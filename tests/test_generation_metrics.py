@@ -109,3 +109,31 @@ def test_the_table_scorer_names_the_feature_space_of_each_metric():
         assert isinstance(scores[key], float), key
     if not scorer.fid_available:  # no Inception weights: no Inception-space keys
         assert "kid" not in scores and "precision" not in scores
+
+
+def test_with_an_inception_network_the_scorer_adds_its_feature_space(monkeypatch, tmp_path):
+    from balance.evaluation.images import ImageScorer
+    from balance.metrics import fid
+    from tests.test_fid import FakeInception
+
+    network = FakeInception(2048, tag="stand-in")
+    monkeypatch.setattr(fid, "load_inception", lambda *a, **k: network)
+    monkeypatch.setenv("BALANCE_FID_CACHE", str(tmp_path))
+    g = torch.Generator().manual_seed(0)
+    train, reference = torch.rand(200, 3, 16, 16, generator=g), torch.rand(60, 3, 16, 16,
+                                                                            generator=g)
+    fake = torch.rand(60, 3, 16, 16, generator=g)
+    scorer = ImageScorer(train, reference, ndb_bins=5, kid_subsets=3, kid_subset_size=30,
+                         prd_runs=0, seed=7)
+    scorer.fid_available = True
+    scores = scorer.score(fake)
+    for key in ("fid", "kid", "kid_std", "precision", "recall", "kid_x", "recall_x"):
+        assert isinstance(scores[key], float), key
+    assert scores["fid_network"] == "stand-in"
+    real_f = torch.from_numpy(fid.inception_features(reference, model=network))
+    fake_f = torch.from_numpy(fid.inception_features(fake, model=network))
+    expected = kid(real_f, fake_f, subsets=3, subset_size=30,
+                   generator=torch.Generator().manual_seed(7))
+    assert scores["kid"] == pytest.approx(expected["kid"], rel=1e-12)  # on Inception features
+    assert scores["recall"] == precision_recall(real_f, fake_f)["recall"]
+    assert list(tmp_path.glob("features-*.npy"))  # the reference features were cached

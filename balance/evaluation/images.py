@@ -71,8 +71,14 @@ class ImageScorer:
         return inception_features(images, device=self.fid_device)
 
     def reference_features(self) -> np.ndarray:
+        """The reference images' Inception features, cached on disk like FID's reference
+        statistics (:func:`balance.metrics.fid.reference_features`)."""
         if self._reference_features is None:
-            self._reference_features = self.inception(self.reference)
+            from balance.metrics.fid import load_inception, reference_features
+
+            model = load_inception(device=self.fid_device)
+            self._reference_features = reference_features(self.reference, model=model,
+                                                          device=self.fid_device)
         return self._reference_features
 
     def generation(self, real: Tensor, fake: Tensor, suffix: str) -> dict[str, float]:

@@ -598,6 +598,46 @@ def reference_statistics(
     return stats
 
 
+def reference_features(
+    images: Tensor | np.ndarray,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    model: torch.nn.Module | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    batch_size: int = 50,
+    device: str | torch.device | None = None,
+) -> np.ndarray:
+    """Inception pool features [N, 2048] of a reference set (for KID and precision / recall,
+    which need the features, not their statistics), cached like :func:`reference_statistics`:
+    ``cache_dir/features-n<N>-<network tag>-<hash of the 8-bit images>.npy``."""
+    from balance.fingerprint import tensor_digest
+
+    if model is None:
+        model = load_inception(weights, device=device or "cpu")
+    network = getattr(model, "fid_network_tag", None)
+    if network is None:
+        raise ValueError("model has no fid_network_tag; build it with load_inception or "
+                         "build_inception so that cached features name their network")
+    images_id = tensor_digest(_quantized(torch.as_tensor(images)))
+    folder = Path(cache_dir).expanduser() if cache_dir is not None else default_stats_cache_dir()
+    path = folder / f"features-n{len(images)}-{_slug(network)}-{_slug(images_id)}.npy"
+    if path.is_file():
+        try:
+            cached = np.load(path)
+        except (OSError, ValueError) as err:
+            logger.warning("recomputing reference features: %s", err)
+        else:
+            if cached.shape == (len(images), FEATURE_DIM):
+                return cached
+            logger.warning("recomputing reference features: %s holds shape %s", path,
+                           cached.shape)
+    features = inception_features(images, model=model, batch_size=batch_size, device=device)
+    from balance.runs import _atomic_write
+
+    _atomic_write(path, lambda handle: np.save(handle, features))
+    return features
+
+
 # --------------------------------------------------------------------------------------------
 # FID
 # --------------------------------------------------------------------------------------------
