@@ -22,9 +22,9 @@ network. Computations run in float64 on the features' device.
 
 scikit-learn finds the k-th nearest neighbours (the balls' radii) and bins the PRD (k-means);
 whether a point lies in any ball of the other set (a cdist against per-centre radii) and the
-KID kernel are short tensor expressions that no library offers on their own. torchmetrics and torch-fidelity tie KID to
-their own Inception feature extractors and fixed subset draws, so the test compares against
-torchmetrics' kernel on the same subsets instead of calling it here.
+KID kernel are short tensor expressions that no library offers on their own. torchmetrics
+and torch-fidelity tie KID to their own Inception feature extractors and subset draws, so
+the test compares against torchmetrics' kernel on the same subsets instead of calling it.
 """
 
 from __future__ import annotations
