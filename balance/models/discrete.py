@@ -137,7 +137,7 @@ class DiscreteRAE(_Categorical):
         logits = self.logits(x)
         soft = torch.softmax(logits, -1)
         hard = self.one_hot(logits)
-        z = (hard + (soft - soft.detach())).flatten(1)  # forward: exactly one-hot; backward: softmax
+        z = (hard + (soft - soft.detach())).flatten(1)  # forward: one-hot; backward: softmax
         return DiscreteOutput(mu_z=hard.flatten(1), logvar_z=None, z=z, x_hat=self.decoder(z),
                               logits=logits)
 
