@@ -9,6 +9,9 @@ continuous estimators' (:mod:`balance.density_estimation`): ``fit(codes)``,
 - :class:`CategoricalMixture`: q(y) = sum_c w_c prod_i Cat(y_i; p_ci), fitted by EM (latent
   class analysis; no library fits mixtures of categorical products, so the E and M steps are
   written here, in log space, with Dirichlet smoothing ``alpha`` and seeded restarts).
+- :class:`AutoregressivePrior`: q(y) = prod_i Cat(y_i; softmax(f_i(y_<i))), a MADE (Germain et
+  al. 2015) whose masks are zuko's ``MaskedMLP``, trained by maximum likelihood through
+  :func:`balance.train.train` (progress, checkpoint, resume); sampled variable by variable.
 
 The uniform prior of a categorical VAE is ``ProductOfCategoricals`` with all p_i uniform,
 :meth:`ProductOfCategoricals.uniform`.
@@ -21,8 +24,8 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["CategoricalMixture", "ProductOfCategoricals", "codes_to_indices",
-           "indices_to_codes"]
+__all__ = ["AutoregressivePrior", "CategoricalMixture", "ProductOfCategoricals",
+           "codes_to_indices", "indices_to_codes"]
 
 
 def codes_to_indices(codes: Tensor, m: int, k: int) -> Tensor:
@@ -139,3 +142,79 @@ class CategoricalMixture:
         per = self.probs[comp].reshape(n * self.m, self.k)  # [n m, k]
         idx = torch.multinomial(per, 1, generator=generator).view(n, self.m)
         return indices_to_codes(idx, self.k)
+
+
+class _MADE(torch.nn.Module):
+    """Logits ``[B, m, K]`` of each variable given the one-hot codes of the variables before
+    it (block-lower-triangular masks)."""
+
+    def __init__(self, m: int, k: int, hidden: tuple[int, ...]):
+        super().__init__()
+        import zuko
+
+        block = torch.arange(m).repeat_interleave(k)  # the variable of each one-hot column
+        adjacency = block.unsqueeze(1) > block.unsqueeze(0)  # output i sees inputs j < i
+        self.net = zuko.nn.MaskedMLP(adjacency, hidden)
+        self.m, self.k = m, k
+
+    def forward(self, codes: Tensor) -> Tensor:
+        return self.net(codes).view(-1, self.m, self.k)
+
+
+def made_nll(model: torch.nn.Module, codes: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    """Trainer loss of the autoregressive prior: mean negative log-likelihood (nats per code)."""
+    logits = model(codes)
+    target = codes.view(-1, model.m, model.k).argmax(-1)
+    nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target,
+                                            reduction="none").sum(1).mean()
+    return nll, {"nll": nll.detach()}
+
+
+class AutoregressivePrior:
+    """An autoregressive density over discrete codes (module docstring)."""
+
+    def __init__(self, m: int, k: int, *, hidden: tuple[int, ...] = (128, 128),
+                 epochs: int = 50, batch_size: int = 256, lr: float = 1e-3, seed: int = 0,
+                 device: str = "cpu", progress: bool = False):
+        self.m, self.k, self.hidden = int(m), int(k), tuple(int(h) for h in hidden)
+        self.epochs, self.batch_size, self.lr = int(epochs), int(batch_size), float(lr)
+        self.seed, self.device, self.progress = int(seed), device, progress
+        self.model: _MADE | None = None
+        self.history = None
+
+    def fit(self, codes: Tensor, *, run_dir=None) -> AutoregressivePrior:
+        from balance.train import TrainConfig, train
+
+        codes_to_indices(codes, self.m, self.k)  # checks the layout
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            self.model = _MADE(self.m, self.k, self.hidden)
+        config = TrainConfig(epochs=self.epochs, batch_size=min(self.batch_size, len(codes)),
+                             lr=self.lr, seed=self.seed, device=self.device,
+                             progress=self.progress)
+        self.history = train(self.model, made_nll, torch.as_tensor(codes).float(), config,
+                             run_dir=run_dir)
+        self.model.to("cpu").eval()
+        return self
+
+    def _check(self) -> _MADE:
+        if self.model is None:
+            raise RuntimeError("AutoregressivePrior is not fitted: call fit(codes) first")
+        return self.model
+
+    @torch.no_grad()
+    def log_prob(self, codes: Tensor) -> Tensor:
+        model = self._check()
+        idx = codes_to_indices(codes, self.m, self.k)
+        log_p = torch.log_softmax(model(torch.as_tensor(codes).float()).double(), -1)
+        return log_p.gather(2, idx.unsqueeze(2)).squeeze(2).sum(1)
+
+    @torch.no_grad()
+    def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
+        model = self._check()
+        codes = torch.zeros(n, self.m * self.k)
+        for i in range(self.m):  # variable i depends only on the variables before it
+            probs = torch.softmax(model(codes)[:, i], -1)
+            pick = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+            codes[:, i * self.k:(i + 1) * self.k] = torch.nn.functional.one_hot(pick, self.k)
+        return codes
