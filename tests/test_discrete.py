@@ -154,15 +154,14 @@ def _mixture_codes(n: int, seed: int) -> torch.Tensor:
 
 
 def test_discrete_densities_sample_their_fitted_marginals():
+    from itertools import product as every
+
     from balance.discrete_density import (
         AutoregressivePrior,
         CategoricalMixture,
         ProductOfCategoricals,
+        indices_to_codes,
     )
-
-    from itertools import product as every
-
-    from balance.discrete_density import indices_to_codes
 
     codes = _mixture_codes(4000, 0)
     grid = indices_to_codes(torch.tensor(list(every(range(4), repeat=5))), 4)  # all 4^5 codes
