@@ -93,6 +93,13 @@ class _Categorical(nn.Module):
     def decode(self, code: Tensor) -> Tensor:
         return self.decoder(code)
 
+    def discrete_codes(self, x: Tensor) -> Tensor:
+        """One-hot codes ``[B, m K]`` (what ex-post densities are fitted on)."""
+        return self.encode(x)[0]
+
+    def decode_codes(self, codes: Tensor) -> Tensor:
+        return self.decoder(codes)
+
 
 class CategoricalVAE(_Categorical):
     """A VAE with ``m`` categorical latents of ``k`` classes and a uniform prior (module
@@ -183,6 +190,15 @@ class VQVAE(nn.Module):
 
     def decode(self, code: Tensor) -> Tensor:
         return self.decoder(code)
+
+    def discrete_codes(self, x: Tensor) -> Tensor:
+        """The codebook indices as one-hot codes ``[B, m K]``."""
+        return F.one_hot(self.quantise(self._vectors(x))[0], self.k).flatten(1).float()
+
+    def decode_codes(self, codes: Tensor) -> Tensor:
+        """Decode one-hot codes ``[B, m K]``: each variable's codebook vector."""
+        z_q = codes.view(-1, self.m, self.k).to(self.codebook.dtype) @ self.codebook
+        return self.decoder(z_q.flatten(1))
 
     @torch.no_grad()
     def _ema_update(self, z_e: Tensor, idx: Tensor) -> None:

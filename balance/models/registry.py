@@ -26,7 +26,8 @@ from balance.models.autoencoder import AEConfig
 from balance.models.vae import GammaConfig
 from balance.models.vae_plus import FeatureModelSpec
 
-__all__ = ["ARMS", "BUILDERS", "ConvSpec", "MLPVAESpec", "build", "load_model", "MODEL_FILE"]
+__all__ = ["ARMS", "BUILDERS", "ConvSpec", "DiscreteSpec", "MLPVAESpec", "build", "load_model",
+           "MODEL_FILE"]
 
 #: The file of a run folder that records how to rebuild its model.
 MODEL_FILE = "model.json"
@@ -125,11 +126,63 @@ def _feature_model(spec: FeatureModelSpec, data_shape: tuple[int, ...]) -> nn.Mo
     return build_feature_model(spec, data_shape, torch.initial_seed())
 
 
+@dataclass(frozen=True)
+class DiscreteSpec:
+    """A discrete-latent autoencoder of MLPs (:mod:`balance.models.discrete`): ``kind``
+    (``categorical_vae``, ``discrete_rae``, ``vqvae``), ``m`` variables of ``k`` classes
+    (VQ-VAE: ``k`` codebook vectors of size ``d``), encoder and decoder of ``depth`` hidden
+    layers of ``width``, a sigmoid output; the discrete RAE's decoder optionally spectrally
+    normalised, the VQ-VAE's codebook optionally updated by EMA."""
+
+    kind: str = "discrete_rae"
+    m: int = 20
+    k: int = 10
+    d: int = 4
+    width: int = 256
+    depth: int = 2
+    spectral_norm: bool = False
+    ema: bool = False
+    tau_0: float = 1.0
+    tau_min: float = 0.5
+    tau_rate: float = 1e-4
+
+    def __post_init__(self) -> None:
+        kinds = ("categorical_vae", "discrete_rae", "vqvae")
+        if self.kind not in kinds:
+            raise ValueError(f"unknown discrete model {self.kind!r}; choose one of {kinds}")
+
+
+def _discrete(spec: DiscreteSpec, data_shape: tuple[int, ...]) -> nn.Module:
+    import math
+
+    from balance.models import discrete
+
+    pixels = math.prod(data_shape)
+    code = spec.m * (spec.d if spec.kind == "vqvae" else spec.k)
+
+    def mlp(n_in: int, n_out: int) -> list[nn.Module]:
+        layers: list[nn.Module] = []
+        for i in range(spec.depth):
+            layers += [nn.Linear(n_in if i == 0 else spec.width, spec.width), nn.ReLU()]
+        return [*layers, nn.Linear(spec.width if spec.depth else n_in, n_out)]
+
+    encoder = nn.Sequential(nn.Flatten(), *mlp(pixels, code))
+    decoder = nn.Sequential(*mlp(code, pixels), nn.Sigmoid(), nn.Unflatten(1, data_shape))
+    if spec.kind == "vqvae":
+        return discrete.VQVAE(encoder, decoder, spec.m, spec.d, spec.k, ema=spec.ema)
+    if spec.kind == "categorical_vae":
+        schedule = discrete.TemperatureConfig(spec.tau_0, spec.tau_min, spec.tau_rate)
+        return discrete.CategoricalVAE(encoder, decoder, spec.m, spec.k, schedule)
+    return discrete.DiscreteRAE(encoder, decoder, spec.m, spec.k,
+                                spectral_norm=spec.spectral_norm)
+
+
 #: spec type -> (name recorded in a run folder, builder).
 BUILDERS: dict[type, tuple[str, Callable[[Any, tuple[int, ...]], nn.Module]]] = {
     MLPVAESpec: ("mlp_vae", _mlp_vae),
     ConvSpec: ("conv", _conv),
     FeatureModelSpec: ("vae_plus_features", _feature_model),
+    DiscreteSpec: ("discrete", _discrete),
 }
 
 
