@@ -51,7 +51,7 @@ ENTRY = Entry(
     "al. Tables 2-3)",
     (Source(**RAE, outputs=RAE_TABLE_OUTPUTS),
      Source(**RAE_CELEBA, outputs=RAE_TABLE_OUTPUTS,
-            copy=("config.json", "environment.json", "results.json", "table.md", "samples.npz")),
+            copy=("config.json", "environment.json", "results.json", "table.md")),
      Source(**DAE, outputs=both("dae_sweep", formats=TABLE_CSV)
             + both("dae_sweep_paper", formats=TABLE) + both("dae_sweep", formats=FIGURE))),
 )
