@@ -120,7 +120,10 @@ class TrainConfig:
     epoch is kept unless ``drop_last``). lr, betas, weight_decay: Adam's (L2 penalty added to the
     gradient, as in ``torch.optim.Adam``). lr_milestones, lr_decay: ``MultiStepLR`` by epoch, i.e.
     the lr is multiplied by ``lr_decay`` once ``m`` epochs have been completed, for every milestone
-    ``m`` (epoch ``m + 1``, counting from 1, is the first at the lower rate). grad_clip: maximum
+    ``m`` (epoch ``m + 1``, counting from 1, is the first at the lower rate). warmup_epochs,
+    warmup_lr: that many first epochs at ``warmup_lr`` (Daly et al.'s one epoch at 1e-4), after
+    which ``lr`` and its milestones start, the milestones counted from the warm-up's end; the
+    warm-up epochs are part of ``epochs``. grad_clip: maximum
     total L2 norm of the gradient (``None``: no clipping). seed: data order and RNG streams.
     device: ``"auto"``, ``"cpu"``, ``"cuda"``... progress: tqdm bars. checkpoint_every: epochs
     between checkpoints (the last epoch is always saved). max_steps_per_epoch: cap for smoke runs.
@@ -151,6 +154,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     lr_milestones: tuple[int, ...] = ()
     lr_decay: float = 0.1
+    warmup_epochs: int = 0
+    warmup_lr: float = 1e-4
     grad_clip: float | None = None
     seed: int = 0
     device: str = "auto"
@@ -185,6 +190,9 @@ class TrainConfig:
             problems.append(
                 f"lr_milestones must be increasing positive epochs, got {self.lr_milestones}"
             )
+        if self.warmup_epochs < 0 or not self.warmup_lr > 0:
+            problems.append(f"warmup_epochs must be >= 0 and warmup_lr > 0, got "
+                            f"{self.warmup_epochs}, {self.warmup_lr}")
         if not self.lr_decay > 0:
             problems.append(f"lr_decay must be > 0, got {self.lr_decay}")
         if self.grad_clip is not None and not self.grad_clip > 0:
@@ -478,10 +486,22 @@ def _optimizer(model: torch.nn.Module, config: TrainConfig, optimizer_fn):
     else:
         optimizer = _make_adam(parameter_groups(model), config)
     scheduler = None
-    if config.lr_milestones:
+    if config.warmup_epochs:
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, functools.partial(lr_factor, config))
+    elif config.lr_milestones:
         scheduler = torch.optim.lr_scheduler.MultiStepLR(
             optimizer, milestones=list(config.lr_milestones), gamma=config.lr_decay)
     return params, optimizer, scheduler
+
+
+def lr_factor(config: TrainConfig, epoch: int) -> float:
+    """The learning rate of (0-based) ``epoch`` over ``config.lr``: the warm-up's rate, then
+    ``lr_decay`` once per milestone passed (milestones counted from the warm-up's end)."""
+    if epoch < config.warmup_epochs:
+        return config.warmup_lr / config.lr
+    after = epoch - config.warmup_epochs
+    return config.lr_decay ** sum(after >= m for m in config.lr_milestones)
 
 
 def _steps_and_weights(n: int, config: TrainConfig, world: int = 1) -> tuple[int, np.ndarray]:

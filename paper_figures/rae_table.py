@@ -1,5 +1,6 @@
-"""Tables and summary charts of the RAE table (E4) and the DAE sweep (E5), drawn only from the
-saved ``results.json`` of ``experiments/rae_table.py`` and ``experiments/dae_sweep.py``.
+"""Tables and summary charts of the RAE table (E4), drawn only from the saved ``results.json``
+of ``experiments/rae_table.py`` (the DAE sweep, E5, has its own module,
+``paper_figures/dae_sweep.py``).
 
 For the RAE table:
 
@@ -10,15 +11,10 @@ For the RAE table:
   the floor of each metric, and the direction checks recorded by the experiment;
 - ``rae_table.png`` / ``.pdf``: NDB/K and pixel MMD^2 per model and column.
 
-For the DAE sweep: ``dae_sweep.md`` / ``.tex`` / ``.csv`` (per model and sampler N(0, I) / MVG /
-GMM), ``dae_sweep_paper.md`` / ``.tex`` (Daly et al.'s CIFAR-10 FIDs) and ``dae_sweep.png`` /
-``.pdf`` (the same two-panel chart). "–" marks a number that does not exist (e.g. one the paper
-does not give).
-
 Usage::
 
     python -m paper_figures.rae_table runs/rae_table/quick --out runs/figures
-    python -m paper_figures.rae_table results --out runs/figures   # results/{rae_table,dae_sweep}
+    python -m paper_figures.rae_table results --out runs/figures   # results/rae_table*
 """
 
 from __future__ import annotations
@@ -33,36 +29,24 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 from paper_figures import style  # noqa: E402
 from paper_figures.registry import (  # noqa: E402
-    DAE,
-    FIGURE,
     RAE,
     RAE_CELEBA,
     RAE_TABLE_OUTPUTS,
-    TABLE,
-    TABLE_CSV,
     Entry,
     Source,
-    both,
 )
 
 NAME = "rae_table"
 ENTRY = Entry(
-    NAME, "E4 and E5: RAE table (Ghosh et al. Table 1; MNIST, CelebA-64) and DAE sweep (Daly et "
-    "al. Tables 2-3)",
+    NAME, "E4: RAE table (Ghosh et al. Table 1; MNIST, CelebA-64)",
     (Source(**RAE, outputs=RAE_TABLE_OUTPUTS),
      Source(**RAE_CELEBA, outputs=RAE_TABLE_OUTPUTS,
-            copy=("config.json", "environment.json", "results.json", "table.md")),
-     Source(**DAE, outputs=both("dae_sweep", formats=TABLE_CSV)
-            + both("dae_sweep_paper", formats=TABLE) + both("dae_sweep", formats=FIGURE))),
+            copy=("config.json", "environment.json", "results.json", "table.md"))),
 )
-EXPERIMENTS = ("rae_table", "dae_sweep")
+EXPERIMENTS = ("rae_table",)
 RAE_COLUMNS = ("rec", "normal", "gmm", "interp")
-DAE_SAMPLERS = ("normal", "mvg", "gmm")
 COLUMN_LABELS = {"rec": "REC", "normal": "N(0,I)", "gmm": "GMM", "interp": "Interp.",
                  "mvg": "MVG"}
-#: The paper's DAE-sweep models (``results["paper"]`` keys) and how its table names them.
-DAE_PAPER_MODELS = {"dae": "DAE (128 latents, 128 filters)", "vae": "VAE",
-                    "best_dae": "best DAE (96 latents, depths 3-3-2-1)"}
 METRIC_NOTES = ("rec. err.: squared error per test image ([0, 1] pixels, summed); MMD(q,N): "
                 "unbiased IMQ MMD^2 of the training codes against N(0, I); NDB/K: fraction of "
                 "statistically different bins (lower is better); MMD_x: pixel-space MMD^2 to "
@@ -169,50 +153,13 @@ def make_rae(results: dict, out_dir: Path) -> list[Path]:
                                   "RAE table (E4): sample quality per model and column")
 
 
-# ------------------------------------------------------------------------------- DAE sweep
-
-
-def dae_table(results: dict) -> tuple[list[str], list[list]]:
-    columns = ["model", "params", "rec. err.", "MMD(q,N)"]
-    for metric in ("FID", "NDB/K", "MMD_x"):
-        columns += [f"{metric} {COLUMN_LABELS[s]}" for s in DAE_SAMPLERS]
-    rows = _metric_rows(results, DAE_SAMPLERS, ("fid", "ndb_over_k", "mmd_x"),
-                        ("n_params", "rec_error", "mmd_q_prior"))
-    fid = slice(4, 4 + len(DAE_SAMPLERS))
-    for row in rows:  # "n/a (no Inception weights)" is too wide for a cell: "n/a" + a note
-        row[fid] = [shorten_na(v) for v in row[fid]]
-    return columns, rows
-
-
-def dae_paper_table(results: dict) -> tuple[list[str], list[list]]:
-    dataset = style.dataset_name(style.dig(results, "paper", "dataset"))
-    columns = [f"paper ({dataset} FID)", "MVG", "GMM"]
-    rows = [[label, style.dig(results, "paper", key, "mvg"),
-             style.dig(results, "paper", key, "gmm")]
-            for key, label in DAE_PAPER_MODELS.items()]
-    return columns, rows
-
-
-def make_dae(results: dict, out_dir: Path) -> list[Path]:
-    paths = style.write_table(*dae_table(results), out_dir, "dae_sweep",
-                              caption=_title(results, "DAE sweep"),
-                              notes=_notes(results, METRIC_NOTES), csv=True)
-    paths += style.write_table(*dae_paper_table(results), out_dir, "dae_sweep_paper",
-                               caption=f"DAE sweep, the paper's numbers: "
-                                       f"{results.get('paper_source', '')}",
-                               notes="\u2013: the paper gives no number.")
-    return paths + _summary_chart(results, out_dir, "dae_sweep", DAE_SAMPLERS,
-                                  "DAE sweep (E5): sample quality per model and sampler")
-
-
 def make(results_dir: Path, out_dir: Path) -> list[Path]:
     """Write the tables and charts of every results.json found under ``results_dir``."""
     out_dir = Path(out_dir)
     paths: list[Path] = []
     for folder in style.find_results(results_dir, EXPERIMENTS):
         results = style.read_results(folder, EXPERIMENTS)
-        make_one = make_rae if results["experiment"] == "rae_table" else make_dae
-        paths += make_one(results, out_dir)
+        paths += make_rae(results, out_dir)
     return paths
 
 

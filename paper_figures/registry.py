@@ -94,7 +94,7 @@ RAE_TABLE_OUTPUTS = (both("rae_table_fid", formats=TABLE)
 RAE_GRID_OUTPUTS = both("rae_table_summary", "rae_table_rec", "rae_table_interp_path",
                          formats=FIGURE)
 
-#: The run folders of the RAE table (MNIST, CelebA-64) and the DAE sweep, read by two entries.
+#: The run folders of the RAE table (MNIST, CelebA-64), read by two entries.
 RAE = dict(folder="rae_table", commands=(command("rae_table"),),
            run_dir="runs/rae_table/{preset}")
 #: The RAE table on CelebA-64: presets ``quick_celeba`` / ``paper_celeba``, drawn beside the
@@ -102,8 +102,6 @@ RAE = dict(folder="rae_table", commands=(command("rae_table"),),
 RAE_CELEBA = dict(folder="rae_table_celeba",
                   commands=("python experiments/rae_table.py --preset {preset}_celeba",),
                   run_dir="runs/rae_table/{preset}_celeba", out_subdir="celeba")
-DAE = dict(folder="dae_sweep", commands=(command("dae_sweep"),),
-           run_dir="runs/dae_sweep/{preset}")
 
 
 def discover() -> tuple[Entry, ...]:

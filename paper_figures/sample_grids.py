@@ -1,6 +1,7 @@
-"""Sample grids of the RAE table (E4) and the DAE sweep (E5), drawn only from the saved
-``samples.npz`` (uint8 images ``<model>/<column>`` [n, C, H, W]) and ``results.json`` of
-``experiments/rae_table.py`` / ``experiments/dae_sweep.py``.
+"""Sample grids of the RAE table (E4), drawn only from the saved ``samples.npz`` (uint8 images
+``<model>/<column>`` [n, C, H, W]) and ``results.json`` of ``experiments/rae_table.py`` (the DAE
+sweep's hundreds of cells keep their samples in their run folders; ``paper_figures/dae_sweep.py``
+draws its curves).
 
 For each experiment (PNG and PDF each):
 
@@ -25,27 +26,22 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 from paper_figures import style  # noqa: E402
 from paper_figures.registry import (  # noqa: E402
-    DAE,
-    FIGURE,
     GRIDS,
     RAE,
     RAE_CELEBA,
     RAE_GRID_OUTPUTS,
     Entry,
     Source,
-    both,
 )
 
 NAME = "sample_grids"
 ENTRY = Entry(
-    NAME, "E4 and E5: sample, reconstruction and interpolation grids (a compact summary each)",
+    NAME, "E4: sample, reconstruction and interpolation grids (a compact summary each)",
     (Source(**RAE, **GRIDS, outputs=RAE_GRID_OUTPUTS),
-     Source(**RAE_CELEBA, **GRIDS, outputs=RAE_GRID_OUTPUTS),
-     Source(**DAE, **GRIDS, outputs=both("dae_sweep_summary", "dae_sweep_rec",
-                                         "dae_sweep_interp_path", formats=FIGURE))),
+     Source(**RAE_CELEBA, **GRIDS, outputs=RAE_GRID_OUTPUTS)),
 )
-EXPERIMENTS = ("rae_table", "dae_sweep")
-TITLES = {"rae_table": "RAE table (E4)", "dae_sweep": "DAE sweep (E5)"}
+EXPERIMENTS = ("rae_table",)
+TITLES = {"rae_table": "RAE table (E4)"}
 COLUMN_LABELS = {"rec": "reconstructions", "normal": "N(0,I) samples",
                  "gmm": "GMM samples", "mvg": "MVG samples", "interp": "interpolation midpoints",
                  "interp_path": "interpolation paths"}

@@ -257,16 +257,12 @@ def _table_line(md: str, first_cell: str) -> list[str]:
 
 @pytest.mark.skipif(not (RESULTS / "rae_table" / "results.json").is_file(),
                     reason="results/rae_table not committed")
-def test_null_paper_numbers_render_as_a_dash_rae_dae(tmp_path):
+def test_null_paper_numbers_render_as_a_dash_rae(tmp_path):
     from paper_figures import rae_table
 
     def null_rae(r):
         r["paper"]["vae"] = None  # a whole model the source does not report
         r["paper"]["wae"]["gmm"] = None
-
-    def null_dae(r):
-        r["paper"]["vae"]["mvg"] = None
-        r["paper"]["best_dae"] = None
 
     rae = _copy_results(tmp_path, "rae_table", null_rae)
     paths = rae_table.make(rae, tmp_path / "out")
@@ -276,13 +272,6 @@ def test_null_paper_numbers_render_as_a_dash_rae_dae(tmp_path):
     assert _table_line(md, "RAE-L2")[3] == "n/a (8.69)"  # untouched numbers stay
     assert "n/a (--)" in (tmp_path / "out" / "rae_table_fid.tex").read_text()
     assert {p.suffix for p in paths} == {".md", ".tex", ".csv", ".png", ".pdf"}
-
-    if (RESULTS / "dae_sweep" / "results.json").is_file():
-        dae = _copy_results(tmp_path, "dae_sweep", null_dae)
-        rae_table.make(dae, tmp_path / "out")
-        md = (tmp_path / "out" / "dae_sweep_paper.md").read_text()
-        assert _table_line(md, "VAE")[1:] == [MISSING, "94.21"]
-        assert _table_line(md, "best DAE (96 latents, depths 3-3-2-1)")[1:] == [MISSING] * 2
 
 
 @pytest.mark.skipif(not (RESULTS / "kappa_sweep" / "results.json").is_file(),

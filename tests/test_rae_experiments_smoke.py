@@ -1,6 +1,6 @@
-"""Smoke runs of experiments/rae_table.py and experiments/dae_sweep.py (tiny settings on real
-MNIST and the CelebA-64 sample), their resumption, and the tables and grids paper_figures draws
-from their results."""
+"""Smoke runs of experiments/rae_table.py (tiny settings on real MNIST and the CelebA-64
+sample), their resumption, and the tables and grids paper_figures draws from their results
+(the DAE sweep: tests/test_dae_sweep.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from balance.evaluation.table import row_model, table_identity
 from balance.models.autoencoder import has_spectral_norm
 from balance.models.registry import build
 from balance.reporting import NA_FID
-from experiments import dae_sweep as ds
 from experiments import rae_table as rt
 from paper_figures import rae_table as fig_table
 from paper_figures import sample_grids
@@ -118,20 +117,6 @@ def test_celeba_test_images_pool_valid_and_test(shared_data_root):
     assert torch.equal(test[: valid_only.shape[0]], valid_only)
 
 
-def test_dae_sweep_smoke(shared_data_root, tmp_path):
-    config = replace(ds.preset("smoke"), data_root=str(shared_data_root))
-    results = ds.main(config, tmp_path / "dae", progress=False)
-    base = results["baseline"]
-    assert {base, f"{base}_bn", f"{base}_noise0.5", f"{base}_frozen", "vae"} <= set(
-        results["models"])
-    for model in results["models"].values():
-        check_columns(model, ds.SAMPLERS)
-    assert any(k.startswith("bn_rescues_normal") for k in results["directions"])
-    paths = fig_table.make(tmp_path / "dae", tmp_path / "fig") + sample_grids.make(
-        tmp_path / "dae", tmp_path / "fig")
-    assert {"dae_sweep.md", "dae_sweep.png", "dae_sweep_mvg.png"} <= {p.name for p in paths}
-
-
 def test_presets_and_models():
     quick = rt.preset("quick")
     assert [m.name for m in quick.rows] == list(rt.MODEL_ORDER)
@@ -156,11 +141,6 @@ def test_presets_and_models():
         cfg = rt.preset(name)
         assert cfg.net.latent_dim == rt.DATASETS[cfg.dataset][2]
         assert cfg.eval.gmm_components == 10 and cfg.eval.gmm_max_iter == 2000
-    sweep = ds.preset("quick")
-    names = {m.name for m in sweep.rows}
-    assert {"dae_f16_d1_k16_bn", "dae_f16_d1_k16_frozen", "dae_f16_d1_k16_noise1", "vae"} <= names
-    paper = ds.preset("paper")
-    assert any(m.depth == (3, 3, 2, 1) and m.latent_dim == 96 for m in paper.rows)
     # The decoder variance's learning rate is part of the 2sVAE row's model spec.
     assert specs["2svae"].gamma.lr == 2e-2 and specs["2svae"].second_stage
     with pytest.raises(ValueError):

@@ -3,7 +3,12 @@
 - ``rec``: reconstructions of the test images;
 - one column per ex-post density of ``samplers`` (``"normal"`` N(0, I), ``"mvg"``, ``"gmm"``,
   ``"vae2"``; :mod:`balance.density_estimation`) fitted to the training codes: decoded draws;
-- ``interp``: decoded midpoints of random pairs of test codes.
+- ``interp``: decoded midpoints of random pairs of test codes;
+- ``rec_train`` (with ``train_reconstructions``): reconstructions of as many training images
+  (Daly et al.'s "Train R" column).
+
+With ``latent_pairs`` the test codes are also scored two dimensions at a time
+(:mod:`balance.metrics.latent_pairs`): the same seeded pairs for every model of one latent size.
 
 Each column's images are scored by an :class:`balance.evaluation.images.ImageScorer`.
 ``second_stage_for_normal`` (Dai & Wipf's two-stage VAE) fits the densities on codes drawn
@@ -22,6 +27,7 @@ from torch import Tensor, nn
 
 from balance.density_estimation import FlowConfig, SecondStageConfig
 from balance.evaluation.codec import Codec
+from balance.evaluation.feature_ae import FeatureAEConfig
 from balance.evaluation.images import ImageScorer, to_uint8
 
 __all__ = ["ColumnsConfig", "fit_estimator", "sample_columns"]
@@ -37,7 +43,12 @@ class ColumnsConfig:
     KID subsets (``kid_subsets`` of ``kid_subset_size``) and PRD clusterings (``prd_runs``; 0:
     no PRD), ex-post densities (``samplers``: ``normal``, ``mvg``, ``gmm``, ``dpgmm``, ``kde``,
     ``flow`` / ``realnvp`` / ``maf`` / ``nsf``), the GMM's settings, the flow (``flow``), the
-    second stage, batch size, seed."""
+    second stage, batch size, seed. ``pixel_generation``: KID / precision / recall / PRD in
+    pixel space (off for large grids: the k-NN and k-means cost more than training small
+    models); ``feature_ae``: score ``fd_ae`` in a feature autoencoder's code space
+    (:mod:`balance.evaluation.feature_ae`); ``train_reconstructions``: the ``rec_train``
+    column; ``latent_pairs`` random pairs of latent dimensions scored for normality and
+    ``pair_points`` of their test codes kept for scatter plots."""
 
     n_samples: int = 1000
     ndb_bins: int = 20
@@ -52,6 +63,11 @@ class ColumnsConfig:
     flow: FlowConfig = FlowConfig()
     batch_size: int = 500
     seed: int = 1234
+    pixel_generation: bool = True
+    feature_ae: FeatureAEConfig | None = None
+    train_reconstructions: bool = False
+    latent_pairs: int = 0
+    pair_points: int = 500
 
 
 def fit_estimator(name: str, codes: Tensor, cfg: ColumnsConfig, *, run_dir: Path | None = None,
@@ -85,7 +101,9 @@ def sample_columns(model: nn.Module, train_x: Tensor, test_x: Tensor, scorer: Im
     uint8 images per column for the grids). ``metrics``: ``rec_error`` (test squared error
     per image), ``mmd_q_prior`` (MMD^2 of the training codes to N(0, I)), ``code_std`` and
     ``columns`` (name -> scores); plus ``stage2_gamma`` with a second stage (trained in
-    ``run_dir / "vae2"``)."""
+    ``run_dir / "vae2"``); with ``latent_pairs``, ``pairs`` (the dimension pairs),
+    ``pair_mmd`` (one score per pair) and ``pair_mmd_mean``, and the grids get ``pair_points``
+    (float32 [pairs, points, 2])."""
     from balance.density_estimation import interpolate, random_pairs
     from balance.metrics.mmd import mmd_to_standard_normal
 
@@ -97,6 +115,8 @@ def sample_columns(model: nn.Module, train_x: Tensor, test_x: Tensor, scorer: Im
     recon = codec.decode(codec.encode(test))
     images["rec"] = recon
     rec_error = float((recon - test).pow(2).flatten(1).sum(1).mean())
+    if cfg.train_reconstructions:
+        images["rec_train"] = codec.decode(codec.encode(train_x[:n]))
     if second_stage_for_normal:  # Dai & Wipf fit the second stage on z ~ q(z|x)
         train_codes = codec.encode_sample(train_x, gen)
     else:
@@ -131,4 +151,12 @@ def sample_columns(model: nn.Module, train_x: Tensor, test_x: Tensor, scorer: Im
     grids = {name: to_uint8(images[name][:GRID_IMAGES]) for name in images}
     grids["test"] = to_uint8(test[:GRID_IMAGES])
     grids["interp_path"] = to_uint8(grid_path)
+    if cfg.latent_pairs and test_codes.shape[1] >= 2:
+        from balance.metrics.latent_pairs import dimension_pairs, pair_normality
+
+        pairs = dimension_pairs(test_codes.shape[1], cfg.latent_pairs, cfg.seed)
+        scores = pair_normality(test_codes, pairs, seed=cfg.seed)
+        metrics.update(pairs=pairs, pair_mmd=scores, pair_mmd_mean=float(np.mean(scores)))
+        points = test_codes[: cfg.pair_points].float().cpu()
+        grids["pair_points"] = np.stack([points[:, [i, j]].numpy() for i, j in pairs])
     return metrics, grids

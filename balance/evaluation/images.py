@@ -7,7 +7,9 @@ images: FID with pytorch-fid's Inception network where its weights exist (else t
 reference images in pixel space (multi-scale IMQ kernel; lower is better), and the metrics of
 :mod:`balance.metrics.generation` in two feature spaces, each key naming its space: pixel space
 (``kid_x``, ``precision_x``, ``recall_x``, ``prd_f8_x``, ``prd_f1_8_x``; always) and Inception
-pool features (``kid``, ``precision``, ``recall``; where the weights exist).
+pool features (``kid``, ``precision``, ``recall``; where the weights exist). With a ``features``
+space (:class:`balance.evaluation.feature_ae.FeatureSpace`) it adds the Frechet distance in that
+space, ``fd_<name>`` (e.g. ``fd_ae``).
 """
 
 from __future__ import annotations
@@ -33,9 +35,13 @@ class ImageScorer:
 
     def __init__(self, train: Tensor, reference: Tensor, *, ndb_bins: int = 20, seed: int = 1234,
                  device: str | torch.device = "cpu", kid_subsets: int = 20,
-                 kid_subset_size: int = 500, prd_runs: int = 10):
+                 kid_subset_size: int = 500, prd_runs: int = 10,
+                 pixel_generation: bool = True, features=None):
         from balance.metrics.fid import inception_weights_available
 
+        self.pixel_generation = bool(pixel_generation)
+        self.features = features
+        self._feature_reference = None
         self.kid_subsets = int(kid_subsets)
         self.kid_subset_size = int(kid_subset_size)
         self.prd_runs = int(prd_runs)
@@ -116,16 +122,28 @@ class ImageScorer:
             b = self.reference.flatten(1).to(self.device, dtype)
             return float(mmd_unbiased(a, b, imq_kernel))
 
+    def feature_fd(self, images: Tensor) -> dict[str, float]:
+        """``{"fd_<name>": ...}``: the Frechet distance to the reference images in the
+        scorer's feature space (empty without one)."""
+        if self.features is None:
+            return {}
+        if self._feature_reference is None:
+            self._feature_reference = self.features(self.reference)
+        return {f"fd_{self.features.name}": feature_frechet(self._feature_reference,
+                                                            self.features(images))}
+
     def score(self, images: Tensor) -> dict[str, Any]:
         """``{"fid", "ndb", "ndb_over_k", "js", "mmd_x", "device"}``, the pixel-space KID,
-        precision, recall and PRD (``*_x``), and, with the Inception weights, ``kid``,
+        precision, recall and PRD (``*_x``; unless ``pixel_generation`` is off), ``fd_<name>``
+        in a feature space when the scorer has one, and, with the Inception weights, ``kid``,
         ``precision``, ``recall`` on its features and ``fid_network`` (the weights' tag:
         ``inception-2015-12-05`` for the official ones)."""
         features = self.inception(images) if self.fid_available else None
         out = {"fid": self.fid(images, features), **self.ndb(images), "mmd_x": self.mmd(images),
-               **self.generation(self.reference.flatten(1).to(self.device),
-                                 images.flatten(1).to(self.device), "_x"),
-               "device": str(self.device)}
+               **self.feature_fd(images), "device": str(self.device)}
+        if self.pixel_generation:
+            out.update(self.generation(self.reference.flatten(1).to(self.device),
+                                       images.flatten(1).to(self.device), "_x"))
         if self.fid_available:
             from balance.metrics.fid import load_inception
 

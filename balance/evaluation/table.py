@@ -50,6 +50,8 @@ __all__ = ["SAMPLER_HEADERS", "SAMPLER_METRICS", "TableConfig", "TableRow", "fid
            "row_model", "run_rows", "sampler_rows", "sampler_wins"]
 
 SAMPLES_FILE = "samples.npz"
+#: Codes of seeded pairs of latent dimensions (``ColumnsConfig.latent_pairs``) for scatter plots.
+PAIRS_FILE = "pairs.npz"
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,8 @@ class TableRow:
     options; overrides of the table's width, depth and latent size; ``gamma`` for a Gaussian
     VAE trained on the ELBO (its ``lr`` the decoder variance's learning rate);
     ``second_stage``: sample N(0, I) through a second-stage VAE on codes z ~ q(z|x) (Dai &
-    Wipf's 2sVAE); ``lr``: the row's own learning rate."""
+    Wipf's 2sVAE); ``lr``: the row's own learning rate; ``seed``: the row's own seed
+    (initial weights, data order and noise; default the table's ``train.seed``)."""
 
     name: str
     kind: str
@@ -78,6 +81,7 @@ class TableRow:
     gamma: GammaConfig | None = None
     second_stage: bool = False
     lr: float | None = None
+    seed: int | None = None
     label: str | None = None
 
     def __post_init__(self):
@@ -137,10 +141,12 @@ def table_identity(config: TableConfig) -> dict:
 
 class _Data:
     """The table's images and scorer, loaded on first use (nothing is loaded when every row
-    is finished)."""
+    is finished); the feature autoencoder of ``config.eval.feature_ae`` trains (or is loaded)
+    in ``run_dir / "feature_ae"``."""
 
-    def __init__(self, config: TableConfig):
+    def __init__(self, config: TableConfig, run_dir: Path | None = None):
         self.config = config
+        self.run_dir = run_dir
         self._data = None
         self._scorer = None
 
@@ -162,15 +168,29 @@ class _Data:
             self._scorer = ImageScorer(train_x, test_x[: e.n_samples], ndb_bins=e.ndb_bins,
                                        seed=e.seed, device=pick_device(self.config.device),
                                        kid_subsets=e.kid_subsets,
-                                       kid_subset_size=e.kid_subset_size, prd_runs=e.prd_runs)
+                                       kid_subset_size=e.kid_subset_size, prd_runs=e.prd_runs,
+                                       pixel_generation=e.pixel_generation,
+                                       features=self.features())
         return self._scorer
+
+    def features(self):
+        """The feature space of ``eval.feature_ae`` (None without one)."""
+        e = self.config.eval
+        if e.feature_ae is None:
+            return None
+        if self.run_dir is None:
+            raise ValueError("a feature autoencoder needs the table's run folder")
+        from balance.evaluation.feature_ae import feature_space
+
+        return feature_space(e.feature_ae, self.images()[0], self.run_dir / "feature_ae",
+                             self.config.device)
 
 
 @functools.lru_cache(maxsize=1)
-def _shared_data(config: TableConfig) -> _Data:
+def _shared_data(config: TableConfig, run_dir: Path) -> _Data:
     """One table's images and scorer per process: every row of a table (in this process or
     in one engine worker) uses the same."""
-    return _Data(config)
+    return _Data(config, run_dir)
 
 
 def _row_cell(row: TableRow, config: TableConfig, run_dir: Path, progress: bool) -> dict:
@@ -178,7 +198,7 @@ def _row_cell(row: TableRow, config: TableConfig, run_dir: Path, progress: bool)
     from balance.threads import limit_threads
 
     with limit_threads(config.threads):
-        return run_row(row, config, _shared_data(config), run_dir, progress)
+        return run_row(row, config, _shared_data(config, run_dir), run_dir, progress)
 
 
 def run_row(row: TableRow, config: TableConfig, data: _Data, run_dir: Path,
@@ -192,9 +212,10 @@ def run_row(row: TableRow, config: TableConfig, data: _Data, run_dir: Path,
     if stage.done is not None:
         return stage.done
     train_x, test_x = data.images()
-    model = build(spec, train_x.shape[1:], config.train.seed)
-    save_model_record(stage.folder, spec, train_x.shape[1:], config.train.seed)
-    train_cfg = replace(config.train, device=config.device, progress=progress,
+    seed = config.train.seed if row.seed is None else row.seed
+    model = build(spec, train_x.shape[1:], seed)
+    save_model_record(stage.folder, spec, train_x.shape[1:], seed)
+    train_cfg = replace(config.train, device=config.device, progress=progress, seed=seed,
                         lr=row.lr if row.lr is not None else config.train.lr)
     history = train(model, row_loss(row), train_x, train_cfg, run_dir=stage.folder)
     started = stage.elapsed()
@@ -203,6 +224,10 @@ def run_row(row: TableRow, config: TableConfig, data: _Data, run_dir: Path,
                                     run_dir=stage.folder, device=config.device)
     if row.gamma is not None:
         metrics["gamma"] = float(model.gamma)
+    pair_points = grids.pop("pair_points", None)
+    if pair_points is not None:
+        np.savez_compressed(stage.folder / PAIRS_FILE, points=pair_points,
+                            pairs=np.asarray(metrics["pairs"]))
     np.savez_compressed(stage.folder / SAMPLES_FILE, **grids)
     last = {k: v for k, v in history[-1].items() if isinstance(v, int | float)} if history else {}
     return stage.save({
@@ -253,12 +278,15 @@ def run_rows(name: str, config: TableConfig, run_dir: Path,
     from balance.threads import limit_threads
 
     prepare_run(run_dir, table_identity(config), device=config.device)
+    if config.eval.feature_ae is not None:  # trained once, before the cells that share it
+        with limit_threads(config.threads):
+            _shared_data(config, run_dir).features()
     local = config.engine.name == "local"
     done = run_cells(_row_cell, [(row, config, run_dir, progress and local) for row in config.rows],
                      config.engine, progress=progress and not local,
                      done=lambda cell: (run_dir / cell[0].name / "results.json").is_file())
     models = {row.name: result for row, result in zip(config.rows, done, strict=True)}
-    data = _shared_data(config)
+    data = _shared_data(config, run_dir)
     with limit_threads(config.threads):
         combine_samples(run_dir, list(models))
         fid = any(isinstance(c.get("fid"), float) for m in models.values()

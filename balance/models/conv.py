@@ -26,6 +26,20 @@ Heads (``ConvEncoderConfig.head``):
 - ``"fixed_variance"``: ``E(x) -> (mu, logvar)`` with ``logvar = 2 log(fixed_std)`` constant;
   the constant-variance VAE (CV-VAE, sigma = 0.7 in the RAE reference).
 
+Layouts (``layout``):
+
+- ``"mirror"`` (Ghosh et al.'s reference code; the default): in every encoder stage the stride-2
+  convolution comes first, then its ``depth - 1`` stride-1 repeats; the decoder mirrors all four
+  stages.
+- ``"daly"`` (Daly et al., section 3): "each conv block's layers are repeated n times, with the
+  strided convolution last" (a stage of depth m is m - 1 stride-1 convolutions, then the
+  stride-2 one), and "the decoder consists of two layers of 4 times and 2 times the initial
+  number of filters": a linear layer to ``4 * base`` channels at side P/4, a stride-2 transposed
+  convolution at ``4 * base`` and one at ``2 * base`` (each after its stride-1 repeats, the
+  strided one last; the decoder's two layers take the depths of the encoder's last two stages,
+  in reverse), then the stride-1 output convolution. The paper gives no more detail than
+  that; this is our reading of it.
+
 The latent layer (the ``nn.Linear`` that produces z or mu) is exposed as ``encoder.latent_layer``
 so that :class:`balance.models.autoencoder.Autoencoder` can normalise or freeze it.
 """
@@ -41,6 +55,7 @@ from torch import Tensor, nn
 
 N_STAGES = 4
 HEADS = ("deterministic", "gaussian", "fixed_variance")
+LAYOUTS = ("mirror", "daly")
 OUTPUTS = ("sigmoid", "linear")
 
 
@@ -68,6 +83,11 @@ def _depth_field(depth) -> int | tuple[int, ...]:
     return depth if isinstance(depth, int) else tuple(int(d) for d in depth)
 
 
+def _check_layout(layout: str) -> None:
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+
+
 def _same_kernel(kernel_size: int) -> int:
     """Kernel for stride-1 convolutions: odd, so that 'same' padding is symmetric."""
     return kernel_size if kernel_size % 2 == 1 else kernel_size - 1
@@ -89,10 +109,12 @@ class ConvEncoderConfig:
     head: str = "deterministic"
     logvar_bound: float | None = 10.0
     fixed_std: float = 0.7
+    layout: str = "mirror"
 
     def __post_init__(self):
         object.__setattr__(self, "depth", _depth_field(self.depth))
         padded_resolution(self.resolution)
+        _check_layout(self.layout)
         if self.head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
         if self.kernel_size < 2:
@@ -122,10 +144,12 @@ class ConvDecoderConfig:
     depth: int | tuple[int, ...] = 1
     kernel_size: int = 4
     output: str = "sigmoid"
+    layout: str = "mirror"
 
     def __post_init__(self):
         object.__setattr__(self, "depth", _depth_field(self.depth))
         padded_resolution(self.resolution)
+        _check_layout(self.layout)
         if self.output not in OUTPUTS:
             raise ValueError(f"output must be one of {OUTPUTS}, got {self.output!r}")
         if self.kernel_size < 2:
@@ -172,9 +196,15 @@ class ConvEncoder(nn.Module):
         c_in = config.in_channels
         k_same = _same_kernel(config.kernel_size)
         for width, depth in zip(config.widths, stage_depths(config.depth), strict=True):
-            layers += _conv_block(c_in, width, config.kernel_size, 2)
-            for _ in range(depth - 1):
-                layers += _conv_block(width, width, k_same, 1)
+            if config.layout == "daly":  # the stride-1 repeats first, the strided one last
+                for _ in range(depth - 1):
+                    layers += _conv_block(c_in, width, k_same, 1)
+                    c_in = width
+                layers += _conv_block(c_in, width, config.kernel_size, 2)
+            else:
+                layers += _conv_block(c_in, width, config.kernel_size, 2)
+                for _ in range(depth - 1):
+                    layers += _conv_block(width, width, k_same, 1)
             c_in = width
         self.body = nn.Sequential(*layers)
         self.feature_dim = c_in * (self.padded // 16) ** 2
@@ -228,16 +258,28 @@ class ConvDecoder(nn.Module):
         self.padded = padded_resolution(config.resolution)
         widths = config.widths
         depths = stage_depths(config.depth)
-        self.side0 = self.padded // 16
-        self.input_layer = nn.Linear(config.latent_dim, widths[-1] * self.side0**2)
         k_same = _same_kernel(config.kernel_size)
         layers: list[nn.Module] = []
-        c_in = widths[-1]
-        outs = (widths[2], widths[1], widths[0], widths[0])
-        for c_out, depth in zip(outs, reversed(depths), strict=True):
-            layers += _deconv_block(c_in, c_out, config.kernel_size)
-            for _ in range(depth - 1):
-                layers += _conv_block(c_out, c_out, k_same, 1)
+        if config.layout == "daly":  # two upsampling layers of 4 and 2 times the base width
+            self.side0 = self.padded // 4
+            c_in = 4 * config.base_filters
+            outs = (4 * config.base_filters, 2 * config.base_filters)
+            stage_depth = (depths[-1], depths[-2])
+        else:
+            self.side0 = self.padded // 16
+            c_in = widths[-1]
+            outs = (widths[2], widths[1], widths[0], widths[0])
+            stage_depth = tuple(reversed(depths))
+        self.input_layer = nn.Linear(config.latent_dim, c_in * self.side0**2)
+        for c_out, depth in zip(outs, stage_depth, strict=True):
+            if config.layout == "daly":
+                for _ in range(depth - 1):
+                    layers += _conv_block(c_in, c_in, k_same, 1)
+                layers += _deconv_block(c_in, c_out, config.kernel_size)
+            else:
+                layers += _deconv_block(c_in, c_out, config.kernel_size)
+                for _ in range(depth - 1):
+                    layers += _conv_block(c_out, c_out, k_same, 1)
             c_in = c_out
         layers.append(nn.Conv2d(c_in, config.out_channels, k_same, 1, k_same // 2))
         self.body = nn.Sequential(*layers)
@@ -269,6 +311,7 @@ def conv_pair(
     output: str = "sigmoid",
     fixed_std: float = 0.7,
     logvar_bound: float | None = 10.0,
+    layout: str = "mirror",
 ) -> tuple[ConvEncoder, ConvDecoder]:
     """Matching encoder and decoder built from one set of arguments."""
     enc = ConvEncoder(
@@ -282,6 +325,7 @@ def conv_pair(
             head=head,
             fixed_std=fixed_std,
             logvar_bound=logvar_bound,
+            layout=layout,
         )
     )
     dec = ConvDecoder(
@@ -293,6 +337,7 @@ def conv_pair(
             depth=depth,
             kernel_size=kernel_size,
             output=output,
+            layout=layout,
         )
     )
     return enc, dec

@@ -64,7 +64,8 @@ class ConvSpec:
     """The conv encoder/decoder pair (``balance.models.conv.conv_pair``) in an
     :class:`balance.models.autoencoder.Autoencoder` (options in ``ae``), or in a
     :class:`balance.models.vae.GaussianVAE` when ``gamma`` is given (then ``head`` must be
-    ``"gaussian"`` and ``ae`` is unused)."""
+    ``"gaussian"`` and ``ae`` is unused); ``layout``: ``"mirror"`` (Ghosh et al.) or ``"daly"``
+    (Daly et al.'s strided-last stages and two-layer decoder; :mod:`balance.models.conv`)."""
 
     latent_dim: int = 16
     base_filters: int = 16
@@ -76,6 +77,7 @@ class ConvSpec:
     logvar_bound: float | None = 10.0
     ae: AEConfig = AEConfig()
     gamma: GammaConfig | None = None
+    layout: str = "mirror"
 
     def __post_init__(self) -> None:
         if not isinstance(self.depth, int):
@@ -111,7 +113,7 @@ def _conv(spec: ConvSpec, data_shape: tuple[int, ...]) -> nn.Module:
         in_channels=data_shape[0], resolution=data_shape[1], latent_dim=spec.latent_dim,
         base_filters=spec.base_filters, depth=spec.depth, kernel_size=spec.kernel_size,
         head=spec.head, output=spec.output, fixed_std=spec.fixed_std,
-        logvar_bound=spec.logvar_bound,
+        logvar_bound=spec.logvar_bound, layout=spec.layout,
     )
     if spec.gamma is not None:
         return GaussianVAE(encoder, decoder, spec.gamma, latent_dim=spec.latent_dim)
