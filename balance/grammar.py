@@ -21,6 +21,7 @@ Grammar VAE's own construction, written here.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Sequence
@@ -29,7 +30,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["ARITHMETIC", "Grammar", "arithmetic_expressions"]
+__all__ = ["ARITHMETIC", "Grammar", "TARGET_GRID", "WORST_SCORE", "arithmetic_expressions",
+           "arithmetic_grammar",
+           "arithmetic_values", "fit_score", "target_function"]
 
 #: Kusner et al. (2017), section 4.1: univariate arithmetic expressions in x.
 ARITHMETIC = """
@@ -140,16 +143,20 @@ class Grammar:
         return out
 
     def decode(self, logits: Tensor, *, sample: bool = False,
-               generator: torch.Generator | None = None) -> list[list[int]]:
+               generator: torch.Generator | None = None, budget: bool = True) -> list[list[int]]:
         """Valid derivations from decoder logits ``[B, steps, size]``: at each step the most
-        likely (or, with ``sample``, a sampled) production among those the mask allows."""
+        likely (or, with ``sample``, a sampled) production among those the mask allows.
+        ``budget=False`` drops the step budget (the mask of the top nonterminal alone, as in
+        Kusner et al.): a derivation may then run out of steps unfinished, which
+        :meth:`derive` rejects; the fraction that finish measures how well the decoder has
+        learnt to close its derivations."""
         import nltk
 
         if logits.dim() != 3 or logits.shape[2] != self.size:
             raise ValueError(f"logits must be [B, steps, {self.size}], got "
                              f"{tuple(logits.shape)}")
         batch, steps, _ = logits.shape
-        if self.min_steps[self.start] > steps:
+        if budget and self.min_steps[self.start] > steps:
             raise ValueError(f"{steps} steps cannot hold a derivation (the shortest has "
                              f"{self.min_steps[self.start]})")
         values = logits.detach().float().cpu()
@@ -164,8 +171,11 @@ class Grammar:
                     chosen.append(self.pad)
                     continue
                 top = stack[-1]
-                budget = steps - t - (pending - self.min_steps[top])
-                allowed = torch.from_numpy(self.masks[top] & (cost <= budget))
+                allowed = self.masks[top]
+                if budget:
+                    left = steps - t - (pending - self.min_steps[top])
+                    allowed = allowed & (cost <= left)
+                allowed = torch.from_numpy(allowed)
                 scores = values[b, t].masked_fill(~allowed, -math.inf)
                 if sample:
                     i = int(torch.multinomial(torch.softmax(scores, 0), 1, generator=generator))
@@ -191,3 +201,46 @@ def arithmetic_expressions(n: int, *, generator: torch.Generator, max_steps: int
     logits = torch.zeros(n, max_steps, grammar.size)
     derivations = grammar.decode(logits, sample=True, generator=generator)
     return [grammar.derive(d) for d in derivations]
+
+
+#: The Grammar VAE's optimisation target (Kusner et al. 2017, section 4.1) on 1,000 points of
+#: [-10, 10]; a string's score is log(1 + MSE) against it (lower is better).
+TARGET_GRID = np.linspace(-10.0, 10.0, 1000)
+#: The score of an expression whose values overflow or are undefined somewhere on the grid
+#: (e.g. exp(exp(x))): log(1 + MSE) capped here, so that one such string cannot dominate a
+#: Gaussian process fitted to the scores.
+WORST_SCORE = 10.0
+
+
+@functools.lru_cache(maxsize=1)
+def arithmetic_grammar() -> Grammar:
+    """:data:`ARITHMETIC` as a :class:`Grammar` (built once per process)."""
+    return Grammar(ARITHMETIC)
+
+
+def target_function(x: np.ndarray) -> np.ndarray:
+    """1/3 + x + sin(x * x)."""
+    return 1.0 / 3.0 + x + np.sin(x * x)
+
+
+def arithmetic_values(expression: str, x: np.ndarray, grammar: Grammar | None = None) -> np.ndarray:
+    """Values of an :data:`ARITHMETIC` expression at the points ``x`` (float64; inf / nan
+    where it overflows or divides by zero). The string is tokenized by the grammar first, so
+    only its terminals reach Python's evaluator."""
+    grammar = grammar or arithmetic_grammar()
+    names = {"sin(": "np.sin(", "exp(": "np.exp("}
+    code = "".join(names.get(t, t) for t in grammar.tokenize(expression))
+    with np.errstate(all="ignore"):
+        value = eval(code, {"__builtins__": {}, "np": np}, {"x": x})  # noqa: S307 (grammar tokens)
+    return np.broadcast_to(np.asarray(value, dtype=np.float64), x.shape)
+
+
+def fit_score(expression: str, grammar: Grammar | None = None) -> float:
+    """log(1 + MSE) of the expression against :func:`target_function` on
+    :data:`TARGET_GRID`, capped at :data:`WORST_SCORE` (lower is better)."""
+    values = arithmetic_values(expression, TARGET_GRID, grammar)
+    with np.errstate(all="ignore"):
+        mse = float(np.mean((values - target_function(TARGET_GRID)) ** 2))
+    if not math.isfinite(mse):
+        return WORST_SCORE
+    return min(math.log1p(mse), WORST_SCORE)

@@ -13,11 +13,15 @@ densities beat the uniform prior for the deterministic models, whose codes are n
 Per model: test reconstruction error (squared error per image), code usage (the fraction of
 the m x K classes used on the test codes) and perplexity (exp of the entropy of each
 variable's class frequencies, averaged). Per (model, sampler): the scores of
-``balance.evaluation.images.ImageScorer`` (pixel MMD^2, KID, precision / recall, PRD, NDB/K).
+``balance.evaluation.images.ImageScorer`` (pixel MMD^2, KID, precision / recall, PRD, NDB/K)
+and ``fd_ae``, the Frechet distance in the codes of a feature autoencoder trained once on the
+training images (:mod:`balance.evaluation.feature_ae`; FID's formula without Inception
+weights, labelled as its own feature space).
 
-Usage: ``python experiments/discrete_rae.py [--preset quick|paper|smoke] [--engine ray]``.
-Run folder (default ``runs/discrete_rae/<preset>``): ``<model>/`` per training run
-(``samples.npz`` beside), ``results.json``, ``table.md``. Re-running resumes.
+Usage: ``python experiments/discrete_rae.py [--preset quick|quick_celeba|paper|smoke]
+[--engine ray]``. Run folder (default ``runs/discrete_rae/<preset>``): ``feature_ae/``,
+``<model>/`` per training run (``samples.npz`` beside), ``results.json``, ``samples.npz`` (the
+sample grids), ``table.md``. Re-running resumes.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ if __package__ in (None, ""):  # python experiments/discrete_rae.py
 
 from balance import reporting
 from balance.engine import EngineConfig, run_cells
+from balance.evaluation.feature_ae import FeatureAEConfig
 from balance.experiment import run_script
 from balance.models.registry import DiscreteSpec, build, save_model_record
 from balance.reporting import markdown_table
@@ -42,7 +47,7 @@ from balance.threads import limit_threads
 from balance.train import TrainConfig, train
 
 NAME = "discrete_rae"
-PRESETS = ("quick", "paper", "smoke")
+PRESETS = ("quick", "quick_celeba", "paper", "smoke")
 DATA_ROOT_FIELD = "data_root"
 SAMPLERS = ("uniform", "product", "mixture", "autoregressive")
 SAMPLER_LABELS = {"uniform": "uniform prior", "product": "product of categoricals",
@@ -84,7 +89,8 @@ def rows(m: int, k: int, width: int, depth: int, *, tau_rate: float) -> tuple[Di
 @dataclass(frozen=True)
 class EvalConfig:
     """Samples per sampler (and test images scored against), NDB bins, KID subsets, PRD
-    clusterings, the mixture's components, the autoregressive prior's epochs, seed."""
+    clusterings, the mixture's components, the autoregressive prior's epochs, seed, the
+    feature autoencoder of ``fd_ae`` (None: no ``fd_ae``)."""
 
     n_samples: int = 1000
     ndb_bins: int = 20
@@ -94,11 +100,17 @@ class EvalConfig:
     components: int = 10
     ar_epochs: int = 30
     seed: int = 1234
+    feature_ae: FeatureAEConfig | None = FeatureAEConfig(latent_dim=32, base_filters=8)
 
 
 @dataclass(frozen=True)
 class Config:
+    """Data (``dataset``: ``mnist`` or ``celeba``, limits, CelebA's pooled ``eval_splits``),
+    models, training, evaluation, device, threads, engine."""
+
     preset: str = "quick"
+    dataset: str = "mnist"
+    eval_splits: tuple[str, ...] = ("test",)
     data_root: str | None = None
     train_limit: int | None = 10_000
     test_limit: int | None = 2_000
@@ -112,8 +124,17 @@ class Config:
 
 
 def preset(name: str) -> Config:
-    """``quick`` (MNIST, 10,000 images, CPU minutes), ``paper`` (all of MNIST, a GPU) or
-    ``smoke`` (seconds; the tests)."""
+    """``quick`` (MNIST, 10,000 images, CPU minutes), ``quick_celeba`` (the CelebA-64 images of
+    ``../shared``: 4,000 to train, validation + test ids to score), ``paper`` (all of MNIST, a
+    GPU) or ``smoke`` (seconds; the tests)."""
+    if name == "quick_celeba":
+        # 12,288 pixels per image: wider codes (30 variables of 10 classes) and MLPs of 2 x 512
+        return Config(preset=name, dataset="celeba", eval_splits=("valid", "test"),
+                      train_limit=4_000, test_limit=1_000,
+                      models=rows(30, 10, 512, 2, tau_rate=1e-3),
+                      train=TrainConfig(epochs=15, batch_size=100, lr=1e-3, progress=False),
+                      eval=EvalConfig(n_samples=500, feature_ae=FeatureAEConfig(
+                          latent_dim=64, base_filters=8, kernel_size=5)))
     if name == "quick":
         # 20 variables of 10 classes, MLPs of 2 x 256, 10 epochs of batch 100 (1,000 steps; the
         # Gumbel temperature falls from 1 to its floor 0.5 by step ~700)
@@ -131,7 +152,9 @@ def preset(name: str) -> Config:
                       models=rows(3, 4, 16, 1, tau_rate=1e-2),
                       train=TrainConfig(epochs=1, batch_size=32, lr=1e-3, progress=False),
                       eval=EvalConfig(n_samples=32, ndb_bins=4, kid_subset_size=16, prd_runs=2,
-                                      components=2, ar_epochs=1))
+                                      components=2, ar_epochs=1,
+                                      feature_ae=FeatureAEConfig(latent_dim=4, base_filters=2,
+                                                                 epochs=1)))
     raise ValueError(f"unknown preset {name!r}; choose one of {PRESETS}")
 
 
@@ -162,9 +185,24 @@ def code_usage(codes: torch.Tensor, m: int, k: int) -> dict[str, float]:
             "perplexity": float(entropy.exp().mean())}
 
 
+def _images(config: Config):
+    from balance.data.splits import load_images
+
+    return load_images(config.dataset, config.data_root, config.train_limit, config.test_limit,
+                       config.subset_seed, config.eval_splits)
+
+
+def _features(run_dir: Path, config: Config, train_x: torch.Tensor):
+    """The feature space of ``fd_ae``, trained once in ``run_dir / "feature_ae"``."""
+    if config.eval.feature_ae is None:
+        return None
+    from balance.evaluation.feature_ae import feature_space
+
+    return feature_space(config.eval.feature_ae, train_x, run_dir / "feature_ae", config.device)
+
+
 def run_model(run_dir: Path, config: Config, row: DiscreteRow) -> dict:
     """Train one model and score its reconstructions and every sampler (skipped when done)."""
-    from balance.data.splits import load_images
     from balance.evaluation.codec import batched_map
     from balance.evaluation.images import ImageScorer, to_uint8
     from balance.objectives.discrete import discrete_loss
@@ -177,8 +215,7 @@ def run_model(run_dir: Path, config: Config, row: DiscreteRow) -> dict:
     if stage.done is not None:
         return stage.done
     with limit_threads(config.threads):
-        train_x, test_x = load_images("mnist", config.data_root, config.train_limit,
-                                      config.test_limit, config.subset_seed)
+        train_x, test_x = _images(config)
         model = build(row.spec, train_x.shape[1:], config.train.seed)
         save_model_record(folder, row.spec, train_x.shape[1:], config.train.seed)
         loss_fn = discrete_loss(row.objective, beta=row.beta, decoder=row.decoder, lam=row.lam)
@@ -193,7 +230,8 @@ def run_model(run_dir: Path, config: Config, row: DiscreteRow) -> dict:
             recon = batched_map(model.decode_codes, test_codes, 500, device)
         scorer = ImageScorer(train_x, test_x[: e.n_samples], ndb_bins=e.ndb_bins, seed=e.seed,
                              device=device, kid_subsets=e.kid_subsets,
-                             kid_subset_size=e.kid_subset_size, prd_runs=e.prd_runs)
+                             kid_subset_size=e.kid_subset_size, prd_runs=e.prd_runs,
+                             features=_features(run_dir, config, train_x))
         columns, grids = {}, {}
         for name, fit in _densities(row, e, folder).items():
             density = fit(codes)
@@ -203,7 +241,8 @@ def run_model(run_dir: Path, config: Config, row: DiscreteRow) -> dict:
             columns[name] = {**scorer.score(images),
                              "code_log_likelihood": float(density.log_prob(test_codes).mean())}
             grids[name] = to_uint8(images[:8])
-        np.savez_compressed(folder / "samples.npz", **grids, test=to_uint8(test_x[:8]))
+        np.savez_compressed(folder / "samples.npz", **grids, test=to_uint8(test_x[:8]),
+                            rec=to_uint8(recon[:8]))
     return stage.save({
         "model": row.name, "label": row.label,
         "rec_error": float((recon - test_x).pow(2).flatten(1).sum(1).mean()),
@@ -220,7 +259,8 @@ def direction_checks(models: dict) -> dict:
     out: dict = {}
     vae = models.get("cat_vae")
     raes = {n: m for n, m in models.items() if n.startswith("drae")}
-    for metric in ("mmd_x", "kid_x"):
+    metrics = [k for k in ("mmd_x", "kid_x", "fd_ae") if vae and k in vae["columns"]["uniform"]]
+    for metric in metrics:
         if vae and raes:
             best = min(((m["columns"][s][metric], n, s) for n, m in raes.items()
                         for s in SAMPLERS[1:]))
@@ -238,20 +278,35 @@ def direction_checks(models: dict) -> dict:
 def main(config: Config, run_dir: Path | None = None, *, progress: bool = False) -> dict:
     run_dir = Path(run_dir or Path("runs") / NAME / config.preset)
     prepare_run(run_dir, run_identity(config, drop=("data_root",)), device=config.device)
+    if config.eval.feature_ae is not None and not (run_dir / "feature_ae" / RESULTS_FILE).is_file():
+        with limit_threads(config.threads):  # once, before the cells that share it
+            _features(run_dir, config, _images(config)[0])
     done = run_cells(run_model, [(run_dir, config, row) for row in config.models],
                      config.engine, progress=progress,
                      done=lambda cell: (run_dir / cell[2].name / RESULTS_FILE).is_file())
     models = {row.name: result for row, result in zip(config.models, done, strict=True)}
-    results = {**results_header(NAME, config), "config": run_identity(config),
+    results = {**results_header(NAME, config), "dataset": config.dataset,
+               "config": run_identity(config),
                "models": models, "checks": direction_checks(models),
                "wall_time_s": float(sum(m["wall_time_s"] for m in models.values()))}
     write_json(run_dir / RESULTS_FILE, results)
+    combine_samples(run_dir, [row.name for row in config.models])
     (run_dir / "table.md").write_text(markdown_table(TABLE_HEADERS, table_rows(results)))
     return results
 
 
+def combine_samples(run_dir: Path, names: list[str]) -> Path:
+    """One ``samples.npz`` with ``<model>/<sampler>`` (and ``<model>/test``) uint8 images."""
+    arrays = {}
+    for name in names:
+        with np.load(run_dir / name / "samples.npz") as f:
+            arrays.update({f"{name}/{k}": f[k] for k in f.files})
+    np.savez_compressed(run_dir / "samples.npz", **arrays)
+    return run_dir / "samples.npz"
+
+
 TABLE_HEADERS = ("model", "rec. err.", "usage", "perplexity", "sampler", "code log-lik.",
-                 "MMD_x", "KID_x", "precision_x", "recall_x", "NDB/K")
+                 "MMD_x", "KID_x", "FD_ae", "precision_x", "recall_x", "NDB/K")
 
 
 def table_rows(results: dict) -> list[list]:
@@ -261,7 +316,7 @@ def table_rows(results: dict) -> list[list]:
             c = m["columns"][s]
             rows_.append([m["label"], m["rec_error"], m["usage"], m["perplexity"],
                           SAMPLER_LABELS[s], c["code_log_likelihood"], c["mmd_x"], c["kid_x"],
-                          c["precision_x"], c["recall_x"], c["ndb_over_k"]])
+                          c.get("fd_ae"), c["precision_x"], c["recall_x"], c["ndb_over_k"]])
     return rows_
 
 

@@ -25,9 +25,21 @@ ENTRY = Entry(
     "the uniform prior and ex-post densities",
     (Source("discrete_rae", commands=(command("discrete_rae"),),
             run_dir="runs/discrete_rae/{preset}",
-            copy=("config.json", "environment.json", "results.json", "table.md"),
-            outputs=both(NAME, formats=FIGURE) + both(f"{NAME}_table", formats=TABLE)),),
+            needs=("results.json", "samples.npz"),
+            copy=("config.json", "environment.json", "results.json", "table.md",
+                  "samples.npz"),
+            outputs=both(NAME, f"{NAME}_samples", formats=FIGURE)
+            + both(f"{NAME}_table", formats=TABLE)),
+     Source("discrete_rae_celeba",
+            commands=("python experiments/discrete_rae.py --preset {preset}_celeba",),
+            run_dir="runs/discrete_rae/{preset}_celeba", needs=("results.json", "samples.npz"),
+            copy=("config.json", "environment.json", "results.json", "table.md",
+                  "samples.npz"),
+            outputs=both(NAME, f"{NAME}_samples", formats=FIGURE)
+            + both(f"{NAME}_table", formats=TABLE), out_subdir="celeba")),
 )
+#: Images per block of the sample grid.
+GRID_IMAGES = 4
 
 
 def make(results_dir: Path, out_dir: Path) -> list[Path]:
@@ -48,9 +60,39 @@ def make(results_dir: Path, out_dir: Path) -> list[Path]:
         axes[1].set_yticklabels([])
         style.legend_below(fig, axes, ncols=4)
         written = style.save_figure(fig, out_dir, NAME)
+    written += sample_grid(results, Path(results_dir) / "samples.npz", out_dir)
     written += style.write_table(TABLE_HEADERS, table_rows(results), out_dir, f"{NAME}_table",
                                  caption="Discrete latents: models x samplers")
     return written
+
+
+def sample_grid(results: dict, path: Path, out_dir: Path) -> list[Path]:
+    """One row per model: test images, their reconstructions, then decoded samples of each
+    sampler (uniform prior and the ex-post densities)."""
+    import numpy as np
+
+    from experiments.discrete_rae import SAMPLER_LABELS, SAMPLERS
+
+    if not path.is_file():
+        return []
+    with np.load(path) as f:
+        arrays = {k: f[k][:GRID_IMAGES] for k in f.files}
+    names = list(results["models"])
+    blocks = ["test", "rec", *SAMPLERS]
+    grid = [[arrays.get(f"{n}/{b}") if b != "test" or i == 0 else None for b in blocks]
+            for i, n in enumerate(names)]
+    picture, rows, centres = style.mosaic(grid)
+    labels = ["test images", "reconstructions", *[SAMPLER_LABELS[s] for s in SAMPLERS]]
+    with style.context():
+        height = picture.shape[0] / picture.shape[1] * 10.0
+        fig, ax = style.figure((10.0, max(2.0, height + 0.8)))
+        style.image_panel(ax, picture, rows, [results["models"][n]["label"] for n in names],
+                          centres, labels)
+        ax.tick_params(axis="x", labelsize=7)
+        fig.suptitle(f"Discrete latents: samples per model and sampler "
+                     f"({style.dataset_name(results.get('dataset', 'mnist'))}, "
+                     f"{style.run_label(results)})")
+        return style.save_figure(fig, out_dir, f"{NAME}_samples")
 
 
 if __name__ == "__main__":

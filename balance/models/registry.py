@@ -5,7 +5,9 @@
 - :class:`MLPVAESpec`: ``GaussianVAE`` with an MLP encoder and decoder, 4 skip arms (E1);
 - :class:`ConvSpec`: ``Autoencoder`` (AE family, VAE, CV-VAE) or ``GaussianVAE`` on the conv
   pair (E2, E4, E5);
-- :class:`balance.models.vae_plus.FeatureModelSpec`: a VAE+ feature model (E3).
+- :class:`balance.models.vae_plus.FeatureModelSpec`: a VAE+ feature model (E3);
+- :class:`DiscreteSpec`: a discrete-latent autoencoder (E6);
+- :class:`balance.models.grammar_ae.SequenceAEConfig`: a Grammar VAE / GrammarRAE (E7).
 
 Adding a model family: a spec dataclass, a builder ``(spec, data_shape) -> nn.Module`` and one
 line in :data:`BUILDERS`. Each builder seeds torch with ``seed`` first, so the initial weights
@@ -23,6 +25,7 @@ from typing import Any
 from torch import nn
 
 from balance.models.autoencoder import AEConfig
+from balance.models.grammar_ae import SequenceAEConfig
 from balance.models.vae import GammaConfig
 from balance.models.vae_plus import FeatureModelSpec
 
@@ -179,12 +182,22 @@ def _discrete(spec: DiscreteSpec, data_shape: tuple[int, ...]) -> nn.Module:
                                 spectral_norm=spec.spectral_norm)
 
 
+def _grammar(spec, data_shape: tuple[int, ...]) -> nn.Module:
+    from balance.models.grammar_ae import GrammarAutoencoder
+
+    if len(data_shape) != 2 or tuple(data_shape) != (spec.steps, spec.classes):
+        raise ValueError(f"a grammar autoencoder of {spec.steps} steps x {spec.classes} "
+                         f"classes cannot take data of shape {data_shape}")
+    return GrammarAutoencoder(spec)
+
+
 #: spec type -> (name recorded in a run folder, builder).
 BUILDERS: dict[type, tuple[str, Callable[[Any, tuple[int, ...]], nn.Module]]] = {
     MLPVAESpec: ("mlp_vae", _mlp_vae),
     ConvSpec: ("conv", _conv),
     FeatureModelSpec: ("vae_plus_features", _feature_model),
     DiscreteSpec: ("discrete", _discrete),
+    SequenceAEConfig: ("grammar", _grammar),
 }
 
 
