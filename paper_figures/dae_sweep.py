@@ -56,7 +56,7 @@ SAMPLER_LABELS = {"normal": "N(0, I)", "mvg": "MVG", "gmm": "GMM"}
 
 def score_label(results: dict) -> str:
     return ("FID (lower is better)" if results["score"] == "fid" else
-            "FD in feature-AE codes (not FID; lower is better)")
+            "FD, feature-AE codes (not FID; lower better)")
 
 
 def _curve(results: dict, model: str, variant: str, filters: int, depth: str = "1"):
@@ -134,8 +134,8 @@ def fig3(results: dict, out: Path) -> list[Path]:
     f = grid["variant_filters"]
     depths = sorted({style_depth(d) for d in (*grid["frozen_depths"], *grid["noise_depths"])})
     with style.context():
-        fig, axes = style.figure((4.0 * len(depths), 3.4), ncols=len(depths), sharey=True,
-                                 squeeze=False)
+        fig, axes = style.figure((max(4.0 * len(depths), 7.0), 3.6), ncols=len(depths),
+                                 sharey=True, squeeze=False)
         for ax, d in zip(axes[0], depths, strict=True):
             variants = [("", "DAE")] + [("frozen", "frozen latent layer")] + [
                 (f"noise{s:g}", f"decoder noise {s:g}") for s in grid["decoder_noise"]]

@@ -90,7 +90,7 @@ def expressions_figure(results: dict, out: Path) -> list[Path]:
         lines = []
         for m in models:
             lines.append(f"{m['label']}  (reconstruction accuracy "
-                         f"{m['reconstruction_accuracy']:.2f})")
+                         f"{m['reconstruction_accuracy']:.3f}, per step {m['step_accuracy']:.2f})")
             lines.append("   GMM samples: " + ",  ".join(m["examples"]["gmm"][:6]))
             lines.append("   N(0,I):      " + ",  ".join(m["examples"]["normal"][:6]))
         text.text(0.0, 1.0, "\n".join(lines), va="top", ha="left", family="monospace",
