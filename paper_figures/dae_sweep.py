@@ -224,7 +224,7 @@ def tables(results: dict, out: Path) -> list[Path]:
                                notes=[results["paper_source"]])
     rows = [[name, value.get("verdict"), value.get("difference"), value.get("margin")]
             for name, value in results["checks"].items()
-            if name not in ("score", "margin", "summary")]
+            if name not in ("score", "summary")]
     paths += style.write_table(
         ["check", "verdict", "difference (positive: as claimed)", "margin (2 seed s.d.)"],
         rows, out, "dae_sweep_checks", caption=_title(results, "Daly et al.'s claims"),

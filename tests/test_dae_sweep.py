@@ -176,7 +176,7 @@ def _results(gmm: dict[tuple, list[float]], spread: float) -> dict:
                    "latents": [4, 8, 16], "scores": {c: list(ys) for c in ds.COLUMNS},
                    "pair_mmd_mean": [0.1, 0.1, 0.1]})
     return {"curves": cs, "score": "fd_ae",
-            "seed_spread": dict.fromkeys((*ds.COLUMNS, "pair_mmd_mean"), spread)}
+            "seed_spread": {"pooled": dict.fromkeys((*ds.COLUMNS, "pair_mmd_mean"), spread)}}
 
 
 def test_checks_report_shown_within_spread_and_contradicted():
@@ -204,7 +204,7 @@ def test_checks_report_shown_within_spread_and_contradicted():
     worse = _results({("dae", "", 4, "1"): [5, 5, 5], ("vae", "", 4, "1"): [1, 1, 1]}, 0.5)
     grid4 = replace(grid, filters=(4,), variant_filters=4, depths=())
     assert ds.checks(worse, grid4)["dae_beats_vae[gmm,f4]"]["verdict"] == "contradicted"
-    no_spread = dict(worse, seed_spread=dict.fromkeys(worse["seed_spread"]))
+    no_spread = dict(worse, seed_spread={"pooled": dict.fromkeys(worse["seed_spread"]["pooled"])})
     assert ds.checks(no_spread, grid4)["dae_beats_vae[gmm,f4]"]["verdict"] == "not tested"
 
 
@@ -225,7 +225,9 @@ def test_dae_sweep_smoke_resume_and_figures(shared_data_root, tmp_path):
         assert len(m["pair_mmd"]) == min(6, k * (k - 1) // 2)
         assert math.isfinite(m["pair_mmd_mean"])
     assert results["score"] == "fd_ae"
-    assert results["seed_spread"]["gmm"] is not None  # seed 1 repeats the comparison cells
+    spread = results["seed_spread"]
+    assert spread["pooled"]["gmm"] is not None  # seed 1 repeats the comparison cells
+    assert spread["dae_f2"]["gmm"] is not None and spread["vae_f4"]["rec"] is not None
     assert results["checks"]["summary"]
     assert (tmp_path / "dae" / "feature_ae" / "checkpoint.pt").is_file()
     with np.load(tmp_path / "dae" / "pairs.npz") as f:
@@ -238,3 +240,16 @@ def test_dae_sweep_smoke_resume_and_figures(shared_data_root, tmp_path):
     assert {"dae_sweep_fig1.png", "dae_sweep_fig3.png", "dae_sweep_fig4.png",
             "dae_sweep_scatter.png", "dae_sweep_table2.md", "dae_sweep_checks.md"} <= names
     assert "GMM-DAE (cited)" in (tmp_path / "fig" / "dae_sweep_paper_table2.md").read_text()
+
+
+def test_checks_use_the_spread_of_the_cells_they_compare():
+    grid = ds.GridConfig(filters=(4,), latents=(4, 8, 16), variant_filters=4, latent_norms=(),
+                         decoder_noise=(), noise_depths=(), frozen_depths=(),
+                         comparison_latent=8, large_latent=16)
+    results = _results({("dae", "", 4, "1"): [5, 5, 5], ("vae", "", 4, "1"): [6, 6, 6]}, 1.0)
+    # pooled spread 1 (margin 2): a gap of 1 is within it
+    assert ds.checks(results, grid)["dae_beats_vae[gmm,f4]"]["verdict"] == "within seed spread"
+    narrow = dict.fromkeys((*ds.COLUMNS, "pair_mmd_mean"), 0.1)
+    results["seed_spread"].update(dae_f4=narrow, vae_f4=narrow)  # the cells' own spread
+    out = ds.checks(results, grid)["dae_beats_vae[gmm,f4]"]
+    assert out["verdict"] == "shown" and out["margin"] == pytest.approx(0.2)
