@@ -161,8 +161,8 @@ def fig4(results: dict, out: Path) -> list[Path]:
                 _plot(ax, _curve(results, "dae", variant, f), column, **_series(i),
                       label="DAE" if not variant else f"DAE + latent {variant.upper()}")
             _axes(ax, results, f"{SAMPLER_LABELS[column]} sampling", ax is axes[0])
-            if column == "normal":
-                ax.set_yscale("log")  # a plain DAE's N(0, I) score is off the others' scale
+            if column == "normal":  # a plain DAE's N(0, I) score is off the others' scale
+                style.log_axis(ax, "y")
         fig.suptitle(_title(results, f"Fig. 4: latent normalisation, {f} filters, depth 1"))
         style.legend_below(fig, [axes[0]])
         return style.save_figure(fig, out, "dae_sweep_fig4")
