@@ -62,7 +62,13 @@ from balance import reporting
 from balance.data.splits import IMAGE_SHAPES
 from balance.evaluation.columns import ColumnsConfig
 from balance.evaluation.feature_ae import FeatureAEConfig
-from balance.evaluation.table import PAIRS_FILE, TableConfig, TableRow, run_rows
+from balance.evaluation.table import (
+    PAIRS_FILE,
+    TableConfig,
+    TableRow,
+    combine_samples,
+    run_rows,
+)
 from balance.experiment import run_script
 from balance.models.registry import ConvSpec
 from balance.reporting import is_missing, markdown_table
@@ -654,19 +660,6 @@ def _tables(results: dict, grid: GridConfig) -> list[str]:
     ]
 
 
-def combine_pairs(run_dir: Path, names: list[str]) -> Path:
-    """One ``pairs.npz`` with ``<cell>/points`` and ``<cell>/pairs`` for the scatter plots."""
-    arrays = {}
-    for name in names:
-        path = run_dir / name / PAIRS_FILE
-        if path.is_file():
-            with np.load(path) as f:
-                arrays.update({f"{name}/{k}": f[k] for k in f.files})
-    out = run_dir / PAIRS_FILE
-    np.savez_compressed(out, **arrays)
-    return out
-
-
 def main(config: Config, run_dir: Path | None = None, *, progress: bool = False) -> dict:
     """Run (or resume) every cell of the grid; write and return the combined results."""
     run_dir = Path(run_dir or Path("runs") / NAME / config.preset)
@@ -675,7 +668,7 @@ def main(config: Config, run_dir: Path | None = None, *, progress: bool = False)
     key = score_key(results)
     scatter = [cell_name(model, f, 1, grid.comparison_latent) for f in grid.filters
                for model in ("dae", "vae")]
-    combine_pairs(run_dir, scatter)
+    combine_samples(run_dir, scatter, PAIRS_FILE)
     results.update(
         score=key, grid=config.grid, vae_kl_weight=vae_kl_weight(grid, config.dataset),
         curves=curves(results["models"], key),

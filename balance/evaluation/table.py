@@ -258,15 +258,17 @@ def reference_scores(config: TableConfig, run_dir: Path, data: _Data) -> dict[st
     return scores
 
 
-def combine_samples(run_dir: Path, names: Sequence[str]) -> Path:
-    """One ``samples.npz`` with ``<row>/<column>`` arrays (uint8 [n, C, H, W])."""
+def combine_samples(run_dir: Path, names: Sequence[str], file: str = SAMPLES_FILE) -> Path:
+    """One ``run_dir / file`` with each row's ``<row>/file`` arrays as ``<row>/<key>`` (by
+    default the ``samples.npz`` grids, uint8 [n, C, H, W]; rows without the file are
+    skipped)."""
     arrays = {}
     for name in names:
-        path = run_dir / name / SAMPLES_FILE
+        path = run_dir / name / file
         if path.is_file():
             with np.load(path) as f:
                 arrays.update({f"{name}/{k}": f[k] for k in f.files})
-    out = run_dir / SAMPLES_FILE
+    out = run_dir / file
     np.savez_compressed(out, **arrays)
     return out
 
