@@ -39,6 +39,7 @@ if __package__ in (None, ""):  # python experiments/discrete_rae.py
 from balance import reporting
 from balance.engine import EngineConfig, run_cells
 from balance.evaluation.feature_ae import FeatureAEConfig
+from balance.evaluation.table import combine_samples
 from balance.experiment import run_script
 from balance.models.registry import DiscreteSpec, build, save_model_record
 from balance.reporting import markdown_table
@@ -294,16 +295,6 @@ def main(config: Config, run_dir: Path | None = None, *, progress: bool = False)
     combine_samples(run_dir, [row.name for row in config.models])
     (run_dir / "table.md").write_text(markdown_table(TABLE_HEADERS, table_rows(results)))
     return results
-
-
-def combine_samples(run_dir: Path, names: list[str]) -> Path:
-    """One ``samples.npz`` with ``<model>/<sampler>`` (and ``<model>/test``) uint8 images."""
-    arrays = {}
-    for name in names:
-        with np.load(run_dir / name / "samples.npz") as f:
-            arrays.update({f"{name}/{k}": f[k] for k in f.files})
-    np.savez_compressed(run_dir / "samples.npz", **arrays)
-    return run_dir / "samples.npz"
 
 
 TABLE_HEADERS = ("model", "rec. err.", "usage", "perplexity", "sampler", "code log-lik.",

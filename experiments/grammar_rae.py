@@ -244,7 +244,7 @@ def run_model(run_dir: Path, config: Config, row: GrammarRow) -> dict:
         save_model_record(folder, spec, train_x.shape[1:], config.train.seed)
         loss_fn = grammar_loss(GrammarObjective(row.kind, row.beta, row.decoder, row.lam),
                                production_mask_table(g))
-        history = train(model, loss_fn, train_x, replace(config.train, device="cpu"),
+        history = train(model, loss_fn, train_x, replace(config.train, device=config.device),
                         run_dir=folder)
         model = model.cpu().eval()
         with torch.no_grad():
