@@ -136,12 +136,18 @@ PAPER_SOURCE = ("Daly et al. (2022), Tables 2-3 (FID), as transcribed in EXPERIM
                 "WAE / RAE / EAE / GMM-DAE are the paper's citations of other work")
 
 
+#: A depth: repeats per stage for every stage (``2``) or per stage (``(3, 3, 2, 1)``); the
+#: annotation lets ``--set grid.depths=[[16, [3, 3, 2, 1]]]`` read back as tuples.
+Depth = int | tuple[int, ...]
+
+
 @dataclass(frozen=True)
 class GridConfig:
     """The cells of the sweep, all over latent sizes:
 
     - ``filters`` x ``latents``: DAE and VAE at depth 1 (Fig. 1, Tables 2-3);
-    - ``depths``: (filters, depth) DAE curves (Figs. 2 and 5), beside the VAE at those filters;
+    - ``depths``: (filters, depth) DAE curves (Figs. 2 and 5) over ``depth_latents`` (empty:
+      ``latents``), beside the depth-1 DAE and the VAE at those filters;
     - at ``variant_filters`` over ``variant_latents``: latent ``latent_norms`` at depth 1 (Fig.
       4), ``decoder_noise`` stds at ``noise_depths`` and the frozen latent layer at
       ``frozen_depths`` (Fig. 3), each beside the plain DAE of the same depth;
@@ -156,13 +162,14 @@ class GridConfig:
 
     filters: tuple[int, ...] = (8, 16)
     latents: tuple[int, ...] = (8, 16)
-    depths: tuple[tuple[int, Any], ...] = ()
+    depths: tuple[tuple[int, Depth], ...] = ()
+    depth_latents: tuple[int, ...] = ()
     variant_filters: int = 16
     variant_latents: tuple[int, ...] = (8, 16)
     latent_norms: tuple[str, ...] = ("bn", "sn", "ln")
     decoder_noise: tuple[float, ...] = (0.1, 0.5, 1.0)
-    noise_depths: tuple[Any, ...] = (1,)
-    frozen_depths: tuple[Any, ...] = (1,)
+    noise_depths: tuple[Depth, ...] = (1,)
+    frozen_depths: tuple[Depth, ...] = (1,)
     comparison_latent: int = 16
     seeds: tuple[int, ...] = ()
     large_latent: int = 512
@@ -224,7 +231,7 @@ def grid_rows(grid: GridConfig, dataset: str) -> tuple[TableRow, ...]:
             dae(f, 1, grid.comparison_latent, seed=seed)
             vae(f, grid.comparison_latent, seed=seed)
     for f, d in grid.depths:
-        for k in grid.latents:
+        for k in grid.depth_latents or grid.latents:
             dae(f, d, k)
     f = grid.variant_filters
     for k in grid.variant_latents:
@@ -286,11 +293,12 @@ def preset(name: str) -> Config:
     if name == "quick":
         # MNIST, 5,000 training images, 3 epochs (1e-3, then 1e-4 in the last): the paper's
         # schedule compressed. Filter bases 4 / 8 / 16 stand in for 32 / 64 / 128 (a 28 x 28
-        # image needs less), latents 4-128 for the paper's 16-768.
+        # image needs less), latents 4-128 for the paper's 16-768; the depth curves at 3 and
+        # the variants at 2 of them (about 20 minutes on 2 cores).
         grid = GridConfig(
             filters=(4, 8, 16), latents=(4, 8, 16, 32, 64, 128),
-            depths=((8, 2), (8, 3), (16, 2), (16, (3, 3, 2, 1))),
-            variant_filters=16, variant_latents=(8, 16, 32),
+            depths=((8, 2), (8, 3), (16, 2), (16, (3, 3, 2, 1))), depth_latents=(8, 32, 128),
+            variant_filters=16, variant_latents=(8, 32),
             noise_depths=(1,), frozen_depths=(1, 2), comparison_latent=16, seeds=(1, 2),
             large_latent=32)
         return Config(
@@ -303,10 +311,11 @@ def preset(name: str) -> Config:
         )
     if name == "quick_celeba":
         # The 6,000 CelebA images of ../shared at 64 x 64 (centre crop 140): 4,000 to train,
-        # validation + test ids to score; filter bases 4 / 8 for 32 / 64, latents 16-256.
+        # validation + test ids to score; filter bases 4 / 8 for 32 / 64, latents 16-256; the
+        # variants at the comparison size only (about 30 minutes on 2 cores).
         grid = GridConfig(
             filters=(4, 8), latents=(16, 32, 64, 128, 256),
-            depths=((4, 2), (8, 2)), variant_filters=8, variant_latents=(32, 64),
+            depths=((4, 2), (8, 2)), variant_filters=8, variant_latents=(64,),
             latent_norms=("bn",), decoder_noise=(0.5,), noise_depths=(1,), frozen_depths=(1,),
             comparison_latent=64, seeds=(1, 2), large_latent=128)
         return Config(
@@ -483,14 +492,16 @@ def checks(results: dict, grid: GridConfig) -> dict[str, Any]:
                      _at(curve(cs, "dae", "", hi), k0, col)), col, (f"dae_f{lo}", f"dae_f{hi}"))
     for f, d in grid.depths:  # depth flattens the curve and moves the optimum lower
         base, deep = curve(cs, "dae", "", f), curve(cs, "dae", "", f, depth_tag(d))
-        if base and deep:
-            rng = [max(v) - min(v) for v in (base["scores"]["gmm"], deep["scores"]["gmm"])]
+        if base and deep:  # on the latent sizes both curves have
+            ks = [k for k in deep["latents"] if k in base["latents"]]
+            scores = [[_at(c, k, "gmm") for k in ks] for c in (base, deep)]
+            rng = [max(v) - min(v) for v in scores]
             record(f"depth_flattens_curve[gmm,f{f},d{depth_tag(d)}]", rng[0] - rng[1], "gmm",
-                   (f"dae_f{f}",), range_depth1=rng[0], range_deeper=rng[1])
-            best = [c["latents"][int(np.argmin(c["scores"]["gmm"]))] for c in (base, deep)]
+                   (f"dae_f{f}",), range_depth1=rng[0], range_deeper=rng[1], latents=ks)
+            best = [ks[int(np.argmin(v))] for v in scores]
             out[f"depth_moves_optimum_lower[gmm,f{f},d{depth_tag(d)}]"] = {
                 "verdict": "shown" if best[1] < best[0] else "not shown",
-                "best_latent_depth1": best[0], "best_latent_deeper": best[1]}
+                "best_latent_depth1": best[0], "best_latent_deeper": best[1], "latents": ks}
     for d in grid.frozen_depths:  # freezing the latent layer changes little
         base, frozen = curve(cs, "dae", "", f_var, depth_tag(d)), curve(
             cs, "dae", "frozen", f_var, depth_tag(d))
@@ -507,7 +518,7 @@ def checks(results: dict, grid: GridConfig) -> dict[str, Any]:
         for col in ("mvg", "gmm"):
             _within(out, f"{norm}_changes_{col}_little", base, normed, col,
                     margin(col, f"dae_f{f_var}"))
-    for d in grid.noise_depths:  # decoder noise degrades the DAE towards the VAE
+    for d in grid.noise_depths if grid.decoder_noise else ():  # noise: DAE towards the VAE
         dae_d = curve(cs, "dae", "", f_var, depth_tag(d))
         top = curve(cs, "dae", f"noise{max(grid.decoder_noise):g}", f_var, depth_tag(d))
         vae = curve(cs, "vae", "", f_var)

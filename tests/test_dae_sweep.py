@@ -93,6 +93,36 @@ def test_quick_presets_are_reduced_grids():
         ds.preset("nope")
 
 
+def test_depth_curves_take_their_own_latents_and_overrides_read_back_as_tuples():
+    from balance.experiment import apply_overrides
+
+    config = apply_overrides(ds.preset("smoke"), [
+        "grid.depths=[[2, [3, 3, 2, 1]]]", "grid.depth_latents=[4]", "grid.frozen_depths=[2]"])
+    assert config.grid.depths == ((2, (3, 3, 2, 1)),) and config.grid.frozen_depths == (2,)
+    names = {r.name for r in config.rows}  # hashable: the rows were built
+    assert "dae_f2_d3-3-2-1_k4" in names and "dae_f2_d3-3-2-1_k2" not in names
+    assert "dae_f2_d2_k4_frozen" in names and "dae_f2_d2_k4" in names  # its plain partner
+    quick = ds.preset("quick").grid
+    assert set(quick.depth_latents) <= set(quick.latents)
+
+
+def test_depth_checks_compare_the_latent_sizes_both_curves_have():
+    grid = ds.GridConfig(filters=(8,), latents=(4, 8, 16), depths=((8, 2),),
+                         depth_latents=(4, 8), variant_filters=8, latent_norms=(),
+                         decoder_noise=(), noise_depths=(), frozen_depths=(),
+                         comparison_latent=8, large_latent=16)
+    results = _results({("dae", "", 8, "1"): [9, 6, 1], ("vae", "", 8, "1"): [9, 9, 9]}, 0.5)
+    deep = _results({("dae", "", 8, "2"): [8, 6.5]}, 0.5, latents=(4, 8))
+    results["curves"] += deep["curves"]
+    out = ds.checks(results, grid)
+    # on 4 and 8 only: depth 1 spans 9 -> 6 (3), depth 2 spans 8 -> 6.5 (1.5); both best at 8,
+    # so the depth-1 optimum at 16, which the deeper curve has no cell for, does not count
+    moved = out["depth_moves_optimum_lower[gmm,f8,d2]"]
+    assert moved["latents"] == [4, 8] and moved["verdict"] == "not shown"
+    flat = out["depth_flattens_curve[gmm,f8,d2]"]
+    assert flat["difference"] == pytest.approx(1.5) and flat["verdict"] == "shown"
+
+
 # ------------------------------------------------------------------ architecture, schedule
 
 
@@ -168,13 +198,13 @@ def test_feature_space_distance_is_zero_on_the_reference_and_grows_with_a_shift(
 # ------------------------------------------------------------------------- the checks
 
 
-def _results(gmm: dict[tuple, list[float]], spread: float) -> dict:
-    """Curves with every column equal to the given GMM scores."""
+def _results(gmm: dict[tuple, list[float]], spread: float, latents=(4, 8, 16)) -> dict:
+    """Curves over ``latents`` with every column equal to the given GMM scores."""
     cs = []
     for (model, variant, f, depth), ys in gmm.items():
         cs.append({"model": model, "variant": variant, "filters": f, "depth": depth,
-                   "latents": [4, 8, 16], "scores": {c: list(ys) for c in ds.COLUMNS},
-                   "pair_mmd_mean": [0.1, 0.1, 0.1]})
+                   "latents": list(latents), "scores": {c: list(ys) for c in ds.COLUMNS},
+                   "pair_mmd_mean": [0.1] * len(latents)})
     return {"curves": cs, "score": "fd_ae",
             "seed_spread": {"pooled": dict.fromkeys((*ds.COLUMNS, "pair_mmd_mean"), spread)}}
 
