@@ -296,6 +296,14 @@ def test_decoder_weight_norm_counts_weights_not_biases():
     dec = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
     expected = dec[0].weight.pow(2).sum() + dec[2].weight.pow(2).sum()
     torch.testing.assert_close(decoder_weight_norm(dec), expected)
+    gru = nn.ModuleDict({"rnn": nn.GRU(3, 4, num_layers=2), "norm": nn.LayerNorm(4),
+                         "out": nn.Conv1d(4, 2, 3)})
+    rnn_weights = [gru["rnn"].weight_ih_l0, gru["rnn"].weight_hh_l0,
+                   gru["rnn"].weight_ih_l1, gru["rnn"].weight_hh_l1]
+    expected = sum(w.pow(2).sum() for w in (*rnn_weights, gru["out"].weight))
+    torch.testing.assert_close(decoder_weight_norm(gru), expected)
+    with pytest.raises(ValueError, match="no Linear"):
+        decoder_weight_norm(nn.Sequential(nn.ReLU()))
 
 
 def test_objective_guards():

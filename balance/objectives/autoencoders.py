@@ -55,6 +55,8 @@ from balance.density import gaussian_log_prob_isotropic, kl_standard_normal
 KINDS = ("ae", "rae", "rae_l2", "rae_gp", "rae_sn", "cv_vae", "vae", "wae")
 RECONSTRUCTIONS = ("mse", "bce", "gaussian")
 GP_ESTIMATORS = ("hutchinson", "exact", "official")
+#: Decoder regularisers of the RAE-style objectives on other decoders (discrete, grammar).
+DECODER_REGULARIZERS = ("none", "l2", "gp")
 # Scales of the multi-scale IMQ kernel of the WAE (pythae / Tolstikhin et al.).
 WAE_SCALES = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)  # = balance.kernels.WAE_IMQ_SCALES
 
@@ -160,16 +162,23 @@ def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
 
 
 def decoder_weight_norm(decoder: nn.Module) -> Tensor:
-    """||theta_dec||^2: sum of squared weights of the decoder's Linear / conv layers (no biases,
-    no normalisation parameters), a scalar. The RAE reference regularises the transposed
-    convolutions' kernels (Keras ``kernel_regularizer``); this includes the first Linear too."""
+    """||theta_dec||^2: sum of squared weights of the decoder's Linear / conv layers and the
+    weight matrices of its recurrent layers (no biases, no normalisation parameters), a scalar.
+    The RAE reference regularises the transposed convolutions' kernels (Keras
+    ``kernel_regularizer``); this includes the first Linear too."""
     total = None
     for layer in decoder.modules():
-        if isinstance(layer, nn.Linear | nn.Conv2d | nn.ConvTranspose2d):
-            sq = layer.weight.pow(2).sum()
+        if isinstance(layer, nn.Linear | nn.Conv1d | nn.Conv2d | nn.ConvTranspose2d):
+            weights = [layer.weight]
+        elif isinstance(layer, nn.RNNBase):
+            weights = [w for name, w in layer.named_parameters() if name.startswith("weight")]
+        else:
+            continue
+        for w in weights:
+            sq = w.pow(2).sum()
             total = sq if total is None else total + sq
     if total is None:
-        raise ValueError("decoder has no Linear / Conv2d / ConvTranspose2d weights")
+        raise ValueError("decoder has no Linear / convolution / recurrent weights")
     return total
 
 

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from balance.objectives.autoencoders import (
+    DECODER_REGULARIZERS,
     decoder_weight_norm,
     gradient_penalty,
     reconstruction_cost,
@@ -34,7 +35,6 @@ __all__ = ["DISCRETE_KINDS", "DiscreteObjective", "categorical_kl", "discrete_lo
            "discrete_terms"]
 
 DISCRETE_KINDS = ("categorical_vae", "discrete_rae", "vqvae")
-DECODER_REGULARIZERS = ("none", "l2", "gp")
 
 
 @dataclass(frozen=True)

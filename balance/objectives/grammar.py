@@ -23,13 +23,18 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from balance.objectives.autoencoders import embedding_penalty, gaussian_kl, gradient_penalty
+from balance.objectives.autoencoders import (
+    DECODER_REGULARIZERS,
+    decoder_weight_norm,
+    embedding_penalty,
+    gaussian_kl,
+    gradient_penalty,
+)
 
 __all__ = ["GRAMMAR_KINDS", "GrammarObjective", "grammar_loss", "grammar_terms",
            "masked_cross_entropy", "masked_step_accuracy", "production_mask_table"]
 
 GRAMMAR_KINDS = ("vae", "rae", "ae")
-DECODER_REGULARIZERS = ("none", "l2", "gp")
 
 
 @dataclass(frozen=True)
@@ -68,12 +73,6 @@ def masked_cross_entropy(x: Tensor, logits: Tensor, table: Tensor) -> Tensor:
     return -(log_p.masked_fill(~allowed, 0.0) * x).sum((1, 2))
 
 
-def decoder_l2(decoder: nn.Module) -> Tensor:
-    """Sum of squared weight matrices of the decoder (dense and GRU weights, no biases)."""
-    return sum(p.pow(2).sum() for name, p in decoder.named_parameters()
-               if "weight" in name and p.dim() > 1)
-
-
 def grammar_terms(model: nn.Module, x: Tensor, objective: GrammarObjective,
                   table: Tensor) -> dict[str, Tensor]:
     """Per-sequence terms ``reconstruction``, ``latent``, ``decoder`` and ``loss`` ([B] each)."""
@@ -88,7 +87,7 @@ def grammar_terms(model: nn.Module, x: Tensor, objective: GrammarObjective,
     elif objective.kind == "rae":
         latent = embedding_penalty(out.z)
         if objective.decoder == "l2":
-            dec = zero + decoder_l2(model.decoder)
+            dec = zero + decoder_weight_norm(model.decoder)
         elif objective.decoder == "gp":
             z = out.z.detach().requires_grad_(True)
             dec = gradient_penalty(model.decode(z), z)
